@@ -86,7 +86,9 @@ class History:
 def _to_plain(value):
     if isinstance(value, torch.Tensor):
         value = value.detach().float().cpu()
-        return value.item() if value.numel() == 1 else value.numpy()
+        # a copy: .numpy() shares memory with a float32 CPU tensor, and buffers
+        # such as usage counts are updated in place after they are logged
+        return value.item() if value.numel() == 1 else value.numpy().copy()
     if isinstance(value, np.ndarray):
         return value.item() if value.size == 1 else value.copy()
     return float(value)
@@ -106,7 +108,13 @@ def to_device(batch, device):
 def _forever(loader: Iterable):
     """Cycle through ``loader`` epoch after epoch (reshuffling each time)."""
     for _ in itertools.count():
-        yield from loader
+        empty = True
+        for batch in loader:
+            empty = False
+            yield batch
+        if empty:  # else an empty loader would spin here forever
+            raise ValueError("the loader yielded no batch (an empty dataset, or fewer images "
+                             "than one batch with drop_last=True)")
 
 
 def train(
@@ -155,6 +163,8 @@ def train(
     """
     if steps < 0:
         raise ValueError(f"steps must be >= 0, got {steps}")
+    if log_every < 1:
+        raise ValueError(f"log_every must be >= 1, got {log_every}")
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     model.to(device)
     history = History()
@@ -177,6 +187,9 @@ def train(
         if "loss" not in metrics:
             raise KeyError(f"step_fn must return a dict with a 'loss' entry, got keys {list(metrics)}")
         loss = metrics["loss"]
+        if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
+            got = f"shape {tuple(loss.shape)}" if isinstance(loss, torch.Tensor) else type(loss).__name__
+            raise ValueError(f"step_fn's 'loss' must be a scalar tensor, got {got}")
         if not torch.isfinite(loss):
             raise FloatingPointError(f"loss is {loss.item()} at step {step}; try a lower learning rate")
 

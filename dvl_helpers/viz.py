@@ -21,6 +21,10 @@ def make_grid(images: torch.Tensor, nrow: int = 8, pad: int = 1, pad_value: floa
     check_shape(images, "images", 4, what="[B, C, H, W]")
     if images.shape[1] not in (1, 3):
         raise ValueError(f"images must have 1 or 3 channels, got {images.shape[1]}")
+    if images.shape[0] == 0:
+        raise ValueError(f"images must hold at least one image, got shape {tuple(images.shape)}")
+    if nrow < 1 or pad < 0:
+        raise ValueError(f"nrow must be >= 1 and pad >= 0, got nrow={nrow}, pad={pad}")
     x = images.detach().float().cpu().clamp(0, 1)
     b = x.shape[0]
     rows = -(-b // nrow)
@@ -36,7 +40,8 @@ def show_images(images: torch.Tensor, nrow: int = 8, title: str | None = None,
     grid = make_grid(images, nrow)
     if ax is None:
         _, ax = plt.subplots(figsize=(grid.shape[1] / 32 + 0.5, grid.shape[0] / 32 + 0.5))
-    ax.imshow(grid.squeeze(-1), cmap="gray" if grid.shape[-1] == 1 else None, vmin=0, vmax=1)
+    gray = grid.shape[-1] == 1
+    ax.imshow(grid[..., 0] if gray else grid, cmap="gray" if gray else None, vmin=0, vmax=1)
     ax.set_axis_off()
     if title:
         ax.set_title(title)
@@ -63,20 +68,23 @@ def plot_history(history, names: Sequence[str] | None = None, smooth: int = 1,
     """One panel per metric of a :class:`~dvl_helpers.training.History` against the step.
 
     Args:
-        names: the scalar metrics to plot (default: every scalar one).
+        names: the scalar metric(s) to plot, a name or a list (default: every scalar one).
         smooth: width of a moving average drawn over the raw curve (1: none).
         logy: names whose panel uses a log scale.
     """
     if names is None:
         names = [k for k in history.keys() if history[k].ndim == 1]
-    names = list(names)
+    # a single name is one metric, not a sequence of letters
+    names = [names] if isinstance(names, str) else list(names)
+    logy = [logy] if isinstance(logy, str) else list(logy)
     if not names:
         raise ValueError("nothing to plot: the history holds no scalar metric")
+    for name in names:  # check before a figure is opened, so a bad name leaves no empty figure
+        if history[name].ndim != 1:
+            raise ValueError(f"{name!r} is not a scalar metric (shape {history[name].shape[1:]} per step)")
     fig, axes = plt.subplots(1, len(names), figsize=(3.6 * len(names), 2.8), squeeze=False)
     for ax, name in zip(axes[0], names):
         steps, values = history.steps(name), history[name]
-        if values.ndim != 1:
-            raise ValueError(f"{name!r} is not a scalar metric (shape {values.shape[1:]} per step)")
         ax.plot(steps, values, alpha=0.35 if smooth > 1 else 1.0)
         if smooth > 1 and len(values) >= smooth:
             kernel = np.ones(smooth) / smooth
