@@ -1,0 +1,24 @@
+"""Hidden-test logic of the course, one module per phase.
+
+Each ``check_<name>(answer)`` takes the learner's function or class (the
+answer cell whose ``grade_id`` is ``<name>``) and returns ``None`` when it is
+right, or raises ``AssertionError`` with a message that says what is wrong
+without giving the solution away. The notebooks' hidden test cells call them::
+
+    from grader.checks.vqvae import check_quantize
+    check_quantize(quantize)
+
+Modules:
+
+- ``_common``  what every phase shares: calling an answer safely (no output,
+  no warnings, errors turned into failures), type and shape assertions,
+  float64 comparisons that answers cannot tamper with, detection of answers
+  that call the course's reference implementations, and an op recorder for
+  memory rules such as "no [N, K, D] tensor".
+- ``vqvae``    phase ``01_vqvae``: distances, nearest code, quantize, VQ losses,
+  straight-through, usage, perplexity, the VQ layer.
+
+Checks keep their references inside ``grader`` (in float64), never import
+``dvl_helpers``, use their own random generators, never print and never warn.
+Importing this package is cheap: it imports nothing.
+"""
