@@ -15,13 +15,13 @@ Modules, one concept each:
 - ``models``     reference models assembled from the pieces above
 - ``widgets``    the interactive explorers used in the notebooks
 """
-from . import data, metrics, nn, presets, viz
+from . import data, metrics, models, nn, presets, quantizers, viz, widgets
 from .presets import Preset, get_preset
 from .startup import seed_everything, setup
 from .training import History, train
 
 __all__ = [
-    "Preset", "History", "data", "get_preset", "metrics", "nn", "presets",
-    "seed_everything", "setup", "train", "viz",
+    "Preset", "History", "data", "get_preset", "metrics", "models", "nn", "presets",
+    "quantizers", "seed_everything", "setup", "train", "viz", "widgets",
 ]
 __version__ = "0.1.0"

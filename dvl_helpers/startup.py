@@ -35,11 +35,18 @@ def setup(seed: int = 0, preset: str | None = None, verbose: bool = True) -> Pre
             ``gpu`` with CUDA and ``cpu`` without.
         verbose: print one line: device, preset, torch version.
 
+    In the ``smoke`` preset torch uses one CPU thread, since smoke notebooks run
+    side by side in tests and grading.
+
     Returns:
         The :class:`~dvl_helpers.presets.Preset` the notebook reads (``cfg``).
     """
     cfg = get_preset(preset)
     seed_everything(seed)
+    if cfg.name == "smoke":
+        # smoke runs beside other notebooks (tests, grading): one thread each
+        # avoids oversubscribing the cores, which slows small models tenfold
+        torch.set_num_threads(1)
     set_plot_style()
     if verbose:
         gpu = f" ({torch.cuda.get_device_name(0)})" if cfg.device == "cuda" else ""

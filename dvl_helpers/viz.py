@@ -1,7 +1,8 @@
 """Pictures: image grids, originals against reconstructions, training curves.
 
-Every function returns a matplotlib ``Figure`` (and never calls ``plt.show``);
-in a notebook the figure is displayed when it is the cell's last value.
+Every function returns a matplotlib ``Figure`` and never calls ``plt.show``.
+In a notebook, end the cell with ``plt.show()``: the inline backend then draws
+each figure once (returning the figure as the cell's value would draw it twice).
 """
 from __future__ import annotations
 
