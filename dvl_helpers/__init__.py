@@ -12,16 +12,17 @@ Modules, one concept each:
 - ``metrics``    MSE, normalised MSE, PSNR, SSIM
 - ``viz``        image grids, reconstructions, training curves (each returns a figure)
 - ``quantizers`` reference implementations of what the phases build (for later phases)
+- ``vae``        the Phase 0 VAE: reparameterization, Gaussian KL, negative ELBO
 - ``models``     reference models assembled from the pieces above
 - ``widgets``    the interactive explorers used in the notebooks
 """
-from . import data, metrics, models, nn, presets, quantizers, viz, widgets
+from . import data, metrics, models, nn, presets, quantizers, vae, viz, widgets
 from .presets import Preset, get_preset
 from .startup import seed_everything, setup
 from .training import History, train
 
 __all__ = [
     "Preset", "History", "data", "get_preset", "metrics", "models", "nn", "presets",
-    "quantizers", "seed_everything", "setup", "train", "viz", "widgets",
+    "quantizers", "seed_everything", "setup", "train", "vae", "viz", "widgets",
 ]
 __version__ = "0.1.0"
