@@ -16,7 +16,7 @@ export JUPYTER_PLATFORM_DIRS := 1
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 export MPLBACKEND := Agg
 
-.PHONY: venv lab test release grade clean
+.PHONY: venv lab test release grade clean browser
 
 venv: $(STAMP)
 
@@ -30,8 +30,19 @@ $(STAMP): pyproject.toml
 lab: venv
 	$(BIN)/jupyter lab --ServerApp.root_dir=course $(ROOT_FLAG) $(LAB_ARGS)
 
-test: venv
+test: venv browser
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The browser test drives Debian's chromium through Playwright (which never downloads a
+# browser here). Installed when missing and we are root or may sudo; otherwise that test skips.
+CHROMIUM ?= /usr/bin/chromium
+export DVL_CHROMIUM := $(CHROMIUM)
+APT_CHROMIUM := env DEBIAN_FRONTEND=noninteractive sh -c 'apt-get update -qq && apt-get install -y -qq chromium'
+browser:
+	@test -x $(CHROMIUM) || { \
+	    if [ "$$(id -u)" = 0 ]; then $(APT_CHROMIUM); \
+	    elif sudo -n true 2>/dev/null; then sudo $(APT_CHROMIUM); \
+	    else false; fi || echo "chromium could not be installed (root or sudo and Debian's packages needed): the browser test will skip"; }
 
 release: venv
 	$(BIN)/dvl release

@@ -80,6 +80,14 @@ def _runs(histories, metric: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     return runs
 
 
+def _png(figure: Figure) -> bytes:
+    """The figure rendered to PNG bytes (one Agg render)."""
+    buffer = io.BytesIO()
+    # the fastest zlib level: a third of the encoding time for a slightly larger image
+    figure.savefig(buffer, format="png", pil_kwargs={"compress_level": 1})
+    return buffer.getvalue()
+
+
 def _frame(steps: np.ndarray, step: int) -> int:
     """Index of the last frame logged at or before ``step`` (the first frame if none)."""
     return max(int(np.searchsorted(steps, step, side="right")) - 1, 0)
@@ -92,11 +100,14 @@ class CodebookExplorer(widgets.VBox):
     slider in the browser), ``threshold`` (a code is dead if its count is at most
     this), ``log_toggle`` (symlog y axis). ``figure`` is the matplotlib figure,
     ``image`` the widget showing it, :meth:`state` what the panels show.
-    Build it with :func:`codebook_explorer`.
+    With ``timeline``, ``timeline_figure`` (shown by ``timeline_image``) draws the
+    perplexity and the dead codes of every run against the step, with the slider's
+    step marked. Build it with :func:`codebook_explorer`.
     """
 
     def __init__(self, histories, dead_threshold: int = 0, log_scale: bool = False,
-                 metric: str = "usage", panel_size: tuple[float, float] = (4.2, 3.0), dpi: int = 90):
+                 metric: str = "usage", panel_size: tuple[float, float] = (4.2, 3.0), dpi: int = 90,
+                 timeline: bool = True):
         self.runs = _runs(histories, metric)
         all_steps = np.unique(np.concatenate([s for s, _ in self.runs.values()]))
         stride = int(np.gcd.reduce(np.diff(all_steps))) if len(all_steps) > 1 else 1
@@ -115,8 +126,13 @@ class CodebookExplorer(widgets.VBox):
                                                icon="signal", tooltip="symlog y axis")
         self.image = widgets.Image(format="png")
         self.figure, self._artists = self._build_figure(panel_size, dpi)
+        self.timeline_image = widgets.Image(format="png")
+        self.timeline_figure, self._timeline = (self._build_timeline(panel_size, dpi) if timeline
+                                                else (None, None))
         super().__init__([widgets.HBox([self.play, self.slider]),
-                          widgets.HBox([self.threshold, self.log_toggle]), self.image])
+                          widgets.HBox([self.threshold, self.log_toggle]), self.image]
+                         + ([self.timeline_image] if timeline else []))
+        self.add_class("dvl-codebook-explorer")
         for control in (self.slider, self.threshold, self.log_toggle):
             control.observe(self._on_change, names="value")
         self.redraw()
@@ -148,6 +164,41 @@ class CodebookExplorer(widgets.VBox):
             ax.set_xlabel("code (sorted by use)")
             ax.set_ylabel("count")
         return fig, artists
+
+    def _build_timeline(self, panel_size, dpi):
+        """Perplexity and dead codes against the step, one line per run, and a cursor."""
+        width = max(panel_size[0] * len(self.runs), 8.4)
+        fig = Figure(figsize=(width, 2.3), dpi=dpi)
+        fig.subplots_adjust(left=0.7 / width, right=1 - 0.15 / width, bottom=0.2, top=0.86, wspace=0.18)
+        ppl_ax, dead_ax = fig.subplots(1, 2)
+        artists = {"perplexity": {}, "dead": {}, "cursors": []}
+        num_codes = 1
+        for i, (name, (steps, usage)) in enumerate(self.runs.items()):
+            ppl = [usage_summary(u)["perplexity"] for u in usage]
+            (artists["perplexity"][name],) = ppl_ax.plot(steps, ppl, color=f"C{i}", label=name or None)
+            (artists["dead"][name],) = dead_ax.plot(steps, np.zeros(len(steps)), color=f"C{i}")
+            num_codes = max(num_codes, usage.shape[1])
+        first = min(s[0] for s, _ in self.runs.values())
+        last = max(s[-1] for s, _ in self.runs.values())
+        for ax, title in ((ppl_ax, "perplexity"), (dead_ax, "dead codes")):
+            artists["cursors"].append(ax.axvline(first, color="0.3", linestyle=":", linewidth=1))
+            ax.axhline(num_codes, color="0.6", linestyle="--", linewidth=1)
+            ax.set_xlim(first, max(last, first + 1))
+            ax.set_ylim(0, num_codes * 1.06)
+            ax.text(0.01, 1.03, title + " by step (dashed: K)", transform=ax.transAxes, fontsize=9)
+            ax.tick_params(labelsize=8)
+            ax.xaxis.set_major_locator(MaxNLocator(5, integer=True))
+            ax.yaxis.set_major_locator(MaxNLocator(4, integer=True))
+        if len(self.runs) > 1:
+            ppl_ax.legend(fontsize=8, loc="lower right")
+        return fig, artists
+
+    def _redraw_timeline(self, state: dict) -> None:
+        for name, (_, usage) in self.runs.items():
+            self._timeline["dead"][name].set_ydata((usage <= state["threshold"]).sum(1))
+        for cursor in self._timeline["cursors"]:
+            cursor.set_xdata([state["step"]] * 2)
+        self.timeline_image.value = _png(self.timeline_figure)
 
     def _on_change(self, _change=None) -> None:
         self.redraw()
@@ -187,19 +238,21 @@ class CodebookExplorer(widgets.VBox):
                 ax.set_ylim(0, a["ymax"] * 1.05)
             ax.set_title(f"{name + ' · ' if name else ''}step {s['step']}\nperplexity {s['perplexity']:.1f} / {s['num_codes']}"
                          f" · {s['dead']} dead", fontsize=10)
-        buffer = io.BytesIO()
-        self.figure.savefig(buffer, format="png")
-        self.image.value = buffer.getvalue()
+        self.image.value = _png(self.figure)
+        if self.timeline_figure is not None:
+            self._redraw_timeline(state)
 
 
 def codebook_explorer(histories, dead_threshold: int = 0, log_scale: bool = False,
-                      metric: str = "usage") -> CodebookExplorer:
+                      metric: str = "usage", timeline: bool = True) -> CodebookExplorer:
     """An interactive view of codebook usage over training.
 
     Per run, side by side: the code counts sorted from most to least used (dead
     codes in red, the dead threshold as a dashed line), with the perplexity and
-    the number of dead codes in the title. A slider picks the training step, a
-    second slider the dead threshold, a toggle the log scale.
+    the number of dead codes in the title. Below, all runs together: the
+    perplexity and the dead codes against the step, the chosen step dotted. A
+    slider (or the play button) picks the training step, a second slider the dead
+    threshold, a toggle the log scale.
 
     Args:
         histories: a :class:`~dvl_helpers.training.History`, or a dict
@@ -209,11 +262,13 @@ def codebook_explorer(histories, dead_threshold: int = 0, log_scale: bool = Fals
         dead_threshold: initial threshold: codes used at most this often are dead.
         log_scale: start with a symlog y axis.
         metric: the history entry holding the counts.
+        timeline: draw the perplexity and dead codes over training below the panels.
 
     Returns:
         A :class:`CodebookExplorer` (an ``ipywidgets.VBox``); display it as a cell's last value.
     """
-    return CodebookExplorer(histories, dead_threshold=dead_threshold, log_scale=log_scale, metric=metric)
+    return CodebookExplorer(histories, dead_threshold=dead_threshold, log_scale=log_scale, metric=metric,
+                            timeline=timeline)
 
 
 # --------------------------------------------------------------------------
@@ -499,14 +554,6 @@ def latent_interpolation(model, images, labels=None, index_a: int = 0, index_b: 
 # --------------------------------------------------------------------------
 # Quantizer playground (phases 1 and 2: a live 2-D toy)
 
-def _png(figure: Figure) -> bytes:
-    """The figure rendered to PNG bytes (one Agg render)."""
-    buffer = io.BytesIO()
-    # the fastest zlib level: a third of the encoding time for a slightly larger image
-    figure.savefig(buffer, format="png", pil_kwargs={"compress_level": 1})
-    return buffer.getvalue()
-
-
 def _code_colors(k: int) -> np.ndarray:
     """``[k, 3]`` RGB colours, one per code (tab20, repeated for more than 20 codes)."""
     from matplotlib import colormaps
@@ -550,7 +597,7 @@ class QuantizerPlayground(widgets.VBox):
         self.num_codes = widgets.IntSlider(value=int(num_codes), min=2, max=64, description="codes K",
                                            continuous_update=False, layout=wide, style=style)
         self.init = widgets.ToggleButtons(options=list(_pg.INITS), value=init, description="init",
-                                          style={"button_width": "70px"},
+                                          style={"button_width": "84px", "description_width": "30px"},
                                           tooltips=["uniform in (-1/K, 1/K): a tiny cloud at the origin",
                                                     "k-means++ and 10 Lloyd steps on the outputs"])
         self.beta = widgets.FloatSlider(value=float(beta), min=0.0, max=2.0, step=0.05,
@@ -631,7 +678,7 @@ class QuantizerPlayground(widgets.VBox):
         usage = fig.add_axes((0.54, 0.58, 0.44, 0.34))
         curve = fig.add_axes((0.54, 0.08, 0.44, 0.34))
         a = {"plane": plane, "usage": usage, "curve": curve}
-        a["cells"] = plane.imshow(np.full((2, 2, 3), 255, np.uint8), origin="lower", interpolation="nearest",
+        a["cells"] = plane.imshow(np.full((2, 2, 3), 255, np.uint8), origin="lower", interpolation="none",
                                   zorder=0)
         a["data"] = plane.scatter([], [], s=3, color="0.55", alpha=0.35, linewidths=0, zorder=1)
         a["outputs"] = plane.scatter([], [], s=4, color="0.1", alpha=0.6, linewidths=0, zorder=2)
@@ -756,16 +803,25 @@ def quantizer_playground(num_codes: int = 32, beta: float = 0.25, ema: bool = Fa
     stalls far below ``K``. Restarting dead codes (``dead_threshold > 0``) or a
     k-means start cures it; an EMA codebook alone does not.
 
+    Every control answers within the course's budget of 300 ms on 2 cores (a click
+    of 200 steps costs about 0.1 s of CPU; ``benchmarks/widgets.py`` measures it).
+    Settings (``beta``, EMA, ``decay``, the restart threshold) apply from the next
+    click on; changing ``K`` or the start restarts the codebook.
+
+    Used in ``01_vqvae`` (why codes die) and ``02_stable_vq`` (the cures).
+
     Args:
-        num_codes: ``K``, 2 to 64 (changing it restarts).
-        beta: weight of the commitment loss.
-        ema: train the codebook by EMA (no gradient, no learning rate) instead of Adam.
-        decay: the EMA decay, also of the usage counts the dead-code test reads.
-        dead_threshold: restart codes whose average uses per batch fall below this
-            on random outputs of the batch (0: never).
-        init: ``"random"`` or ``"k-means"`` (changing it restarts).
-        steps: training steps per click.
-        num_points, num_components, seed: the data.
+        num_codes: ``K``, in ``[2, 64]``.
+        beta: weight of the commitment loss, in ``[0, 2]``.
+        ema: train the codebook by EMA (no gradient, no learning rate) instead of
+            the codebook loss with Adam.
+        decay: the EMA decay, in ``[0.8, 0.999]``; also the decay of the running
+            usage counts that the dead-code test reads.
+        dead_threshold: restart codes used fewer than this many times per batch
+            (running average) on random outputs of the batch, in ``[0, 4]``; 0: never.
+        init: ``"random"`` or ``"k-means"`` (k-means++ and 10 Lloyd steps).
+        steps: training steps per click, one of 10, 50, 100, 200, 500, 1000.
+        num_points, num_components, seed: the data (at least 128 points).
 
     Returns:
         A :class:`QuantizerPlayground` (an ``ipywidgets.VBox``); display it as a cell's last value.
@@ -805,8 +861,8 @@ class GumbelExplorer(widgets.VBox):
     Controls (attributes): ``tau`` (the temperature, log scale) and ``resample`` (a button
     that draws new Gumbel noise; moving ``tau`` keeps the noise, so each sample changes
     smoothly). ``noise`` is the ``[num_samples, K]`` Gumbel noise, ``figure`` the
-    matplotlib figure, ``image`` the widget showing it, :meth:`state` what it shows.
-    Build it with :func:`gumbel_explorer`.
+    matplotlib figure, ``image`` the widget showing it, ``status`` the line of numbers
+    above it, :meth:`state` what both show. Build it with :func:`gumbel_explorer`.
     """
 
     def __init__(self, logits, tau: float = 1.0, num_samples: int = 1000, num_shown: int = 10,
@@ -825,10 +881,17 @@ class GumbelExplorer(widgets.VBox):
                                           layout=widgets.Layout(width="460px"))
         self.resample = widgets.Button(description="new noise", icon="random",
                                        tooltip="draw new Gumbel noise g")
+        self.status = widgets.HTML()
         self.image = widgets.Image(format="png")
+        legend = widgets.HTML(
+            "<small>Left: soft samples softmax((logits + g) / τ), one per row, the hard sample "
+            "argmax(logits + g) outlined in red. Middle: mean of the soft samples per category "
+            "(bars) ± one standard deviation, π = softmax(logits) (red) and how often each category "
+            "is the hard sample (green: π at every τ, the Gumbel-max trick). Right: the largest "
+            "entry of each soft sample (1: one-hot, 1/K: uniform).</small>")
         self._draw_noise()
         self.figure, self._artists = self._build_figure(dpi)
-        super().__init__([widgets.HBox([self.tau, self.resample]), self.image])
+        super().__init__([widgets.HBox([self.tau, self.resample]), self.status, self.image, legend])
         self.add_class("dvl-gumbel-explorer")
         self.tau.observe(lambda _change: self.redraw(), names="value")
         self.resample.on_click(self._on_resample)
@@ -843,7 +906,7 @@ class GumbelExplorer(widgets.VBox):
         self.redraw()
 
     def samples(self) -> tuple[np.ndarray, np.ndarray]:
-        """``(soft [num_samples, K], hard [num_samples])``: ``softmax((logits + g) / tau)`` and ``argmax(logits + g)``."""
+        """``(soft [num_samples, K], hard [num_samples])``: ``softmax((logits + g) / tau)``, ``argmax(logits + g)``."""
         perturbed = self.logits + self.noise
         return _softmax(perturbed / float(self.tau.value)), perturbed.argmax(1)
 
@@ -853,8 +916,8 @@ class GumbelExplorer(widgets.VBox):
         Returns:
             ``{"tau", "probs" [K], "soft" [num_samples, K], "hard" [num_samples],
             "mean" and "std" [K] (of the soft samples), "hard_freq" [K],
-            "entropy" (mean entropy of a soft sample, nats), "max" (mean largest entry),
-            "agree" (fraction of soft samples whose argmax is the hard sample)}``; arrays are NumPy.
+            "entropy" (mean entropy of a soft sample, nats), "max" (mean largest entry)}``;
+            arrays are NumPy.
         """
         soft, hard = self.samples()
         k = self.logits.shape[0]
@@ -862,48 +925,50 @@ class GumbelExplorer(widgets.VBox):
         return {"tau": float(self.tau.value), "probs": self.probs, "soft": soft, "hard": hard,
                 "mean": soft.mean(0), "std": soft.std(0),
                 "hard_freq": np.bincount(hard, minlength=k) / len(hard),
-                "entropy": float(entropy.mean()), "max": float(soft.max(1).mean()),
-                "agree": float((soft.argmax(1) == hard).mean())}
+                "entropy": float(entropy.mean()), "max": float(soft.max(1).mean())}
 
     def _build_figure(self, dpi):
         k = self.logits.shape[0]
-        fig = Figure(figsize=(11.0, 3.7), dpi=dpi)
-        heat = fig.add_axes((0.045, 0.14, 0.26, 0.68))
-        spread = fig.add_axes((0.37, 0.14, 0.3, 0.68))
-        hard = fig.add_axes((0.73, 0.14, 0.25, 0.68))
-        a = {"heat": heat, "spread": spread, "hard": hard}
+        fig = Figure(figsize=(11.0, 3.4), dpi=dpi)
+        heat = fig.add_axes((0.04, 0.12, 0.27, 0.76))
+        spread = fig.add_axes((0.37, 0.12, 0.3, 0.76))
+        peak = fig.add_axes((0.73, 0.12, 0.25, 0.76))
+        a = {"heat": heat, "spread": spread, "peak": peak}
         a["rows"] = heat.imshow(np.zeros((self.num_shown, k)), vmin=0, vmax=1, cmap="viridis",
                                 aspect="auto", interpolation="nearest")
-        a["argmax"] = heat.scatter([], [], marker="s", s=40, facecolors="none", edgecolors="C3", linewidths=1.5,
-                                   label="hard sample")
-        heat.set_xlabel("category", fontsize=8)
-        heat.set_ylabel("sample", fontsize=8)
-        heat.legend(loc="upper right", bbox_to_anchor=(1.0, 1.2), fontsize=7, framealpha=0.9)
+        a["argmax"] = heat.scatter([], [], marker="s", s=40, facecolors="none", edgecolors="C3", linewidths=1.5)
+        heat.set_yticks([])
+        fig.text(0.04, 0.92, "soft samples (rows); hard sample outlined", fontsize=9)
         x = np.arange(k)
-        a["mean"] = spread.bar(x, np.zeros(k), width=0.7, color="C0", alpha=0.8, label="mean soft sample")
+        a["mean"] = spread.bar(x, np.zeros(k), width=0.7, color="C0", alpha=0.8)
         a["err"] = spread.errorbar(x, np.zeros(k), yerr=np.zeros(k), fmt="none", ecolor="black",
-                                   capsize=2, linewidth=1, label="± std")
-        spread.scatter(x, self.probs, marker="_", s=220, color="C3", linewidths=2, zorder=3,
-                       label="π = softmax(logits)")
+                                   capsize=2, linewidth=1)
+        spread.scatter(x, self.probs, marker="_", s=220, color="C3", linewidths=2, zorder=3)
+        a["freq"] = spread.scatter(x, np.zeros(k), marker="D", s=18, color="C2", zorder=4)
         spread.set_ylim(0, 1.02)
-        spread.set_xlabel("category", fontsize=8)
-        spread.legend(loc="upper right", fontsize=7)
-        a["freq"] = hard.bar(x, np.zeros(k), width=0.7, color="C2", alpha=0.8, label="hard-sample frequency")
-        hard.scatter(x, self.probs, marker="_", s=220, color="C3", linewidths=2, zorder=3, label="π")
-        hard.set_ylim(0, max(1.3 * self.probs.max(), 0.1))
-        hard.set_xlabel("category", fontsize=8)
-        hard.legend(loc="upper right", fontsize=7)
-        for ax in (heat, spread, hard):
+        fig.text(0.37, 0.92, "mean ± std of soft samples; π (red); hard freq. (green)", fontsize=9)
+        self._bins = np.linspace(0, 1, 41)
+        a["hist"] = peak.stairs(np.zeros(40), self._bins, fill=True, color="C4")
+        peak.axvline(1 / k, color="0.5", linestyle="--", linewidth=1)
+        peak.set_xlim(0, 1)
+        peak.set_yticks([])
+        fig.text(0.73, 0.92, "largest entry of a soft sample", fontsize=9)
+        for ax in (heat, spread, peak):
             ax.tick_params(labelsize=7)
-            if k <= 20:
-                ax.set_xticks(x)
+        if k <= 20:
+            heat.set_xticks(x)
+            spread.set_xticks(x)
+        else:
+            for ax in (heat, spread):
+                ax.xaxis.set_major_locator(MaxNLocator(6, integer=True))
+        spread.yaxis.set_major_locator(MaxNLocator(3))
+        peak.xaxis.set_major_locator(MaxNLocator(5))
         return fig, a
 
     def redraw(self) -> None:
-        """Recompute the samples at the slider's ``tau`` and re-render the image."""
+        """Recompute the samples at the slider's ``tau``, update the status line and re-render the image."""
         s, a = self.state(), self._artists
-        shown = s["soft"][:self.num_shown]
-        a["rows"].set_data(shown)
+        a["rows"].set_data(s["soft"][:self.num_shown])
         a["argmax"].set_offsets(np.stack([s["hard"][:self.num_shown], np.arange(self.num_shown)], 1))
         for bar, height in zip(a["mean"], s["mean"]):
             bar.set_height(height)
@@ -913,13 +978,15 @@ class GumbelExplorer(widgets.VBox):
         bars.set_segments([np.array([[i, lo], [i, hi]]) for i, lo, hi in zip(x, low, high)])
         caps[0].set_ydata(low)
         caps[1].set_ydata(high)
-        for bar, height in zip(a["freq"], s["hard_freq"]):
-            bar.set_height(height)
-        a["heat"].set_title(f"{self.num_shown} soft samples softmax((logits + g) / τ)", fontsize=9)
-        a["spread"].set_title(f"τ = {s['tau']:.3f}: mean entropy {s['entropy']:.2f} nats "
-                              f"(max {np.log(len(x)):.2f}), mean largest entry {s['max']:.2f}", fontsize=9)
-        a["hard"].set_title(f"hard samples argmax(logits + g), n = {self.num_samples}\n"
-                            f"the same for every τ; soft argmax agrees {100 * s['agree']:.0f}%", fontsize=9)
+        a["freq"].set_offsets(np.stack([x, s["hard_freq"]], 1))
+        hist, _ = np.histogram(s["soft"].max(1), bins=self._bins)
+        a["hist"].set_data(hist)
+        a["peak"].set_ylim(0, hist.max() * 1.05)
+        k = len(x)
+        self.status.value = (
+            f"<b>τ = {s['tau']:.3f}</b> · mean entropy of a soft sample <b>{s['entropy']:.2f}</b> nats "
+            f"(uniform: {np.log(k):.2f}) · mean largest entry <b>{s['max']:.2f}</b> (one-hot: 1, "
+            f"uniform: {1 / k:.2f}) · over {self.num_samples} draws of the noise")
         self.image.value = _png(self.figure)
 
 
@@ -930,11 +997,13 @@ def gumbel_explorer(logits, tau: float = 1.0, num_samples: int = 1000, num_shown
     With Gumbel noise ``g_k = -log(-log u_k)``, ``u_k ~ U(0, 1)``, drawn once per sample,
     the figure shows (left) a few soft samples ``softmax((logits + g) / tau)`` as rows with
     their hard sample ``argmax(logits + g)`` outlined, (middle) the mean and the standard
-    deviation of the soft samples per category against ``pi = softmax(logits)``, and
-    (right) how often each category is the hard sample, which matches ``pi`` at every
-    temperature (the Gumbel-max trick). Low ``tau``: soft samples become one-hot and
-    their mean approaches ``pi`` (low bias, high variance of gradients); high ``tau``:
-    every sample approaches the uniform vector.
+    deviation of the soft samples per category against ``pi = softmax(logits)`` and how
+    often each category is the hard sample (``pi`` at every temperature: the Gumbel-max
+    trick), and (right) the spread of the largest entry of the soft samples. Low ``tau``:
+    soft samples become one-hot and their mean approaches ``pi`` (little bias, but
+    high-variance gradients); high ``tau``: every sample approaches the uniform vector.
+
+    Used in ``03_gumbel_dvae``.
 
     Args:
         logits: ``[K]`` unnormalised log-probabilities (tensor, array or list), ``K >= 2``.
@@ -960,12 +1029,13 @@ def _fsq_bound(z: np.ndarray, levels: np.ndarray, eps: float = 1e-3) -> np.ndarr
 
     An even ``L`` has no level at 0: the bound range is moved down by 1/2 so that
     rounding yields the ``L`` integers ``-L/2 .. L/2 - 1``; the input is shifted by
-    ``atanh(1/2 / ((L - 1)/2))`` so that ``z = 0`` still maps to 0. The factor
-    ``1 - eps`` keeps the ends off the rounding boundary at half-integers.
+    ``tan(1/2 / ((L - 1)/2))``, as in the paper's code, so that ``z = 0`` still lands
+    on level 0 (``atanh`` would hit it exactly but is undefined for ``L = 2``). The
+    factor ``1 - eps`` keeps the ends off the rounding boundary at half-integers.
     """
     half = (levels - 1) * (1 - eps) / 2
     offset = np.where(levels % 2 == 0, 0.5, 0.0)
-    shift = np.arctanh(offset / half)
+    shift = np.tan(offset / half)
     return np.tanh(z + shift) * half - offset
 
 
@@ -983,7 +1053,7 @@ def _fsq_index(q: np.ndarray, levels: np.ndarray) -> int:
 
 def _fsq_grid(levels: np.ndarray) -> np.ndarray:
     """``[prod(L), d]`` every normalised code of the implicit codebook."""
-    axes = [_fsq_normalise(np.arange(-(l // 2), l - l // 2, dtype=float), np.array(l)) for l in levels]
+    axes = [_fsq_normalise(np.arange(-(n // 2), n - n // 2, dtype=float), np.array(n)) for n in levels]
     return np.stack(np.meshgrid(*axes, indexing="ij"), -1).reshape(-1, len(levels))
 
 
@@ -992,13 +1062,14 @@ class FSQGridExplorer(widgets.VBox):
 
     Controls (attributes): ``dims`` (2 or 3), ``level_sliders`` (``L`` of each of the three
     dimensions; the third is used in 3-D only) and ``z_sliders`` (the point ``z``). ``figure``
-    is the matplotlib figure, ``image`` the widget showing it, :meth:`state` what it shows.
+    is the matplotlib figure, ``image`` the widget showing it, ``status`` the line above it
+    (the point's path in numbers), :meth:`state` what both show.
     Build it with :func:`fsq_grid_explorer`.
     """
 
     def __init__(self, levels=(8, 5, 5), z=None, dpi: int = 80):
-        levels = [int(l) for l in levels]
-        if len(levels) not in (2, 3) or any(not 2 <= l <= 12 for l in levels):
+        levels = [int(n) for n in levels]
+        if len(levels) not in (2, 3) or any(not 2 <= n <= 12 for n in levels):
             raise ValueError(f"levels must be 2 or 3 integers in [2, 12], got {levels}")
         z = [0.7, -0.4, 1.2][:len(levels)] if z is None else [float(v) for v in z]
         if len(z) != len(levels) or any(not -3 <= v <= 3 for v in z):
@@ -1006,17 +1077,24 @@ class FSQGridExplorer(widgets.VBox):
         full_levels, full_z = (levels + [5])[:3], (z + [0.0])[:3]
         self.dims = widgets.ToggleButtons(options=[("2-D", 2), ("3-D", 3)], value=len(levels),
                                           description="grid", style={"button_width": "60px"})
-        self.level_sliders = [widgets.IntSlider(value=l, min=2, max=12, description=f"L{i + 1}",
+        self.level_sliders = [widgets.IntSlider(value=n, min=2, max=12, description=f"L{i + 1}",
                                                 continuous_update=True, layout=widgets.Layout(width="260px"))
-                              for i, l in enumerate(full_levels)]
+                              for i, n in enumerate(full_levels)]
         self.z_sliders = [widgets.FloatSlider(value=v, min=-3.0, max=3.0, step=0.05, description=f"z{i + 1}",
                                               continuous_update=True, layout=widgets.Layout(width="260px"))
                           for i, v in enumerate(full_z)]
+        self.status = widgets.HTML()
         self.image = widgets.Image(format="png")
+        legend = widgets.HTML(
+            "<small>Left, per dimension: the bound (L − 1)/2 · tanh(z) (blue; half a step lower for "
+            "even L) and after rounding (orange), both divided by L // 2; the dotted path goes from "
+            "z up to the bound and across; red dots: bounded and rounded values; grid lines: the L "
+            "levels. Right: the implicit codebook (grey), the bounded point (blue) and its code "
+            "(red).</small>")
         self.figure, self._artists = self._build_figure(dpi)
         super().__init__([self.dims,
                           widgets.HBox([widgets.VBox(self.level_sliders), widgets.VBox(self.z_sliders)]),
-                          self.image])
+                          self.status, self.image, legend])
         self.add_class("dvl-fsq-grid-explorer")
         self._grid_key = None
         for control in (self.dims, *self.level_sliders, *self.z_sliders):
@@ -1041,43 +1119,39 @@ class FSQGridExplorer(widgets.VBox):
                 "index": _fsq_index(rounded, levels), "codebook_size": int(np.prod(levels))}
 
     def _build_figure(self, dpi):
-        fig = Figure(figsize=(10.5, 4.8), dpi=dpi)
-        a = {"dim_axes": [], "curves": [], "stairs": [], "z_marks": [], "paths": []}
+        fig = Figure(figsize=(10.0, 4.4), dpi=dpi)
+        a = {"dim_axes": [], "curves": [], "stairs": [], "z_marks": [], "paths": [], "labels": []}
         zs = np.linspace(-3, 3, 301)
-        for i in range(3):
-            ax = fig.add_axes((0.06, 0.1, 0.38, 0.2))
-            a["curves"].append(ax.plot(zs, 0 * zs, color="C0", linewidth=1.5, label="bound(z) / (L//2)")[0])
-            a["stairs"].append(ax.plot(zs, 0 * zs, color="C1", linewidth=1.2, label="round, normalised")[0])
+        for _ in range(3):
+            ax = fig.add_axes((0.05, 0.1, 0.42, 0.2))
+            a["curves"].append(ax.plot(zs, 0 * zs, color="C0", linewidth=1.5)[0])
+            a["stairs"].append(ax.plot(zs, 0 * zs, color="C1", linewidth=1.2)[0])
             a["paths"].append(ax.plot([], [], color="C3", linewidth=1.2, linestyle=":")[0])
             a["z_marks"].append(ax.plot([], [], "o", color="C3", markersize=5)[0])
+            a["labels"].append(ax.text(0.01, 0.97, "", transform=ax.transAxes, va="top", fontsize=8))
             ax.set_xlim(-3, 3)
             ax.set_ylim(-1.25, 1.25)
-            ax.tick_params(labelsize=7)
+            ax.tick_params(labelsize=7, left=False, labelleft=False)
+            ax.xaxis.set_major_locator(MaxNLocator(7, integer=True))
             a["dim_axes"].append(ax)
-        a["dim_axes"][0].legend(loc="lower right", fontsize=7)
-        a["ax2"] = fig.add_axes((0.55, 0.1, 0.4, 0.72))
-        a["ax3"] = fig.add_axes((0.5, 0.04, 0.5, 0.82), projection="3d")
-        a["ax2"].set_aspect("equal")
-        a["ax2"].tick_params(labelsize=7)
-        a["ax3"].tick_params(labelsize=6)
-        a["title"] = fig.text(0.5, 0.97, "", ha="center", va="top", fontsize=10)
+        a["ax2"] = fig.add_axes((0.58, 0.08, 0.38, 0.84))
+        a["ax3"] = fig.add_axes((0.52, 0.02, 0.48, 0.92), projection="3d")
+        a["caption"] = fig.text(0.58, 0.95, "", fontsize=9)
         return fig, a
 
     def _layout(self, d: int) -> None:
         """Stack one panel per dimension on the left; show the 2-D or the 3-D grid."""
         a = self._artists
-        height, gap, bottom = (0.33, 0.1, 0.1) if d == 2 else (0.2, 0.075, 0.08)
+        height, gap, bottom = (0.4, 0.07, 0.07) if d == 2 else (0.27, 0.045, 0.07)
         for i, ax in enumerate(a["dim_axes"]):
             ax.set_visible(i < d)
-            ax.set_position((0.06, bottom + (d - 1 - i) * (height + gap), 0.38, height))
-        a["dim_axes"][d - 1].set_xlabel("z", fontsize=8)
-        for i in range(d - 1):
-            a["dim_axes"][i].set_xlabel("")
+            ax.set_position((0.05, bottom + (d - 1 - i) * (height + gap), 0.42, height))
+            ax.tick_params(labelbottom=i == d - 1)
         a["ax2"].set_visible(d == 2)
         a["ax3"].set_visible(d == 3)
 
     def _draw_grid(self, s: dict) -> None:
-        """Redraw the grid panel (only when dims or levels changed; the point moves each time)."""
+        """The grid panel: rebuilt when dims or levels change; the point moves every time."""
         a, d, levels = self._artists, s["dims"], np.array(s["levels"])
         key = (d, tuple(s["levels"]))
         ax = a["ax2"] if d == 2 else a["ax3"]
@@ -1086,27 +1160,27 @@ class FSQGridExplorer(widgets.VBox):
             ax.cla()
             grid = _fsq_grid(levels)
             if d == 2:
-                ax.scatter(grid[:, 0], grid[:, 1], s=12, color="0.55", label="implicit codes")
-                ax.set_xlim(-1.2, 1.2)
-                ax.set_ylim(-1.2, 1.2)
+                ax.scatter(grid[:, 0], grid[:, 1], s=12, color="0.55")
+                ax.set_xlim(-1.15, 1.15)
+                ax.set_ylim(-1.15, 1.15)
                 ax.set_aspect("equal")
-                ax.set_xlabel("dim 1 (normalised)", fontsize=8)
-                ax.set_ylabel("dim 2 (normalised)", fontsize=8)
-                (a["p_bound"],) = ax.plot([], [], "o", color="C0", markersize=7, label="bound(z) / (L//2)")
-                (a["p_code"],) = ax.plot([], [], "s", color="C3", markersize=9, label="its code")
                 (a["p_path"],) = ax.plot([], [], color="C3", linewidth=1.2)
-                ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=7)
+                (a["p_bound"],) = ax.plot([], [], "o", color="C0", markersize=7)
+                (a["p_code"],) = ax.plot([], [], "s", color="C3", markersize=9, markerfacecolor="none",
+                                         markeredgewidth=2)
+                ax.tick_params(labelsize=7)
             else:
                 ax.scatter(grid[:, 0], grid[:, 1], grid[:, 2], s=5, color="0.55", alpha=0.5, depthshade=False)
+                (a["p_path"],) = ax.plot([], [], [], color="C3", linewidth=1.5)
                 (a["p_bound"],) = ax.plot([], [], [], "o", color="C0", markersize=6)
                 (a["p_code"],) = ax.plot([], [], [], "s", color="C3", markersize=8)
-                (a["p_path"],) = ax.plot([], [], [], color="C3", linewidth=1.5)
                 for setter in (ax.set_xlim, ax.set_ylim, ax.set_zlim):
                     setter(-1.1, 1.1)
-                ax.set_xlabel("dim 1", fontsize=7)
-                ax.set_ylabel("dim 2", fontsize=7)
-                ax.set_zlabel("dim 3", fontsize=7)
-            ax.tick_params(labelsize=6)
+                ax.tick_params(labelsize=6)
+                for set_ticks in (ax.set_xticks, ax.set_yticks, ax.set_zticks):
+                    set_ticks([-1, 0, 1])
+            a["caption"].set_text(f"the implicit codebook: {' × '.join(map(str, s['levels']))} = "
+                                  f"{s['codebook_size']} codes in [-1, 1]^{d}")
         b = np.array(s["bounded"]) / (levels // 2)
         c = np.array(s["normalised"])
         if d == 2:
@@ -1117,11 +1191,9 @@ class FSQGridExplorer(widgets.VBox):
             a["p_bound"].set_data_3d([b[0]], [b[1]], [b[2]])
             a["p_code"].set_data_3d([c[0]], [c[1]], [c[2]])
             a["p_path"].set_data_3d([b[0], c[0]], [b[1], c[1]], [b[2], c[2]])
-        ax.set_title(f"the implicit codebook: {' × '.join(map(str, s['levels']))} = "
-                     f"{s['codebook_size']} codes", fontsize=9)
 
     def redraw(self) -> None:
-        """Update the panels to the sliders and re-render the image."""
+        """Update the panels and the status line to the sliders and re-render the image."""
         s, a = self.state(), self._artists
         d = s["dims"]
         self.level_sliders[2].disabled = self.z_sliders[2].disabled = d == 2
@@ -1137,13 +1209,15 @@ class FSQGridExplorer(widgets.VBox):
             a["paths"][i].set_data([z, z, -3], [-1.25, b, b])
             ax = a["dim_axes"][i]
             ax.set_yticks(_fsq_normalise(np.arange(-(level // 2), level - level // 2), level))
-            ax.set_yticklabels([])
-            ax.set_title(f"dim {i + 1}, L = {level}: z {z:+.2f} → bound {s['bounded'][i]:+.2f} → "
-                         f"round {s['rounded'][i]:+d} → ÷{level // 2} = {n:+.2f}", fontsize=8)
             ax.grid(axis="y", linewidth=0.5, alpha=0.6)
+            a["labels"][i].set_text(f"dim {i + 1}, L = {level}")
         self._draw_grid(s)
-        a["title"].set_text(f"z = ({', '.join(f'{v:+.2f}' for v in s['z'])}) → code "
-                            f"({', '.join(f'{v:+.2f}' for v in s['normalised'])}) = index {s['index']}")
+
+        def vec(values, fmt="+.2f"):
+            return "(" + ", ".join(format(v, fmt) for v in values) + ")"
+        self.status.value = (
+            f"z = {vec(s['z'])} → bound {vec(s['bounded'])} → round {vec(s['rounded'], '+d')} → "
+            f"÷ L // 2 = <b>{vec(s['normalised'])}</b> · code <b>{s['index']}</b> of {s['codebook_size']}")
         self.image.value = _png(self.figure)
 
 
@@ -1156,7 +1230,11 @@ def fsq_grid_explorer(levels=(8, 5, 5), z=None) -> FSQGridExplorer:
     ``prod(L)`` points in ``[-1, 1]^d``; no codebook is stored or learned. On the left,
     one panel per dimension draws the bound curve, the rounding staircase and the
     point's path through them (dotted); on the right, the grid in 2-D or 3-D with the
-    bounded point and its code, and on top the code's index in the implicit codebook.
+    bounded point and its code, and above the picture the point's path in numbers and
+    its code's index in the implicit codebook (first dimension fastest). The widget
+    computes FSQ with its own few lines, independent of the notebook's answers.
+
+    Used in ``06_fsq_lfq``.
 
     Args:
         levels: ``L`` per dimension, 2 or 3 integers in ``[2, 12]`` (their number sets

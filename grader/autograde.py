@@ -2,46 +2,43 @@
 
 One submission is one :class:`Job`: a small nbgrader course of its own (a copy
 of the gradebook that ``generate_assignment`` filled, the source files, the
-submitted notebook) in which a child process runs nbgrader's ``autograde`` and
-``generate_feedback`` and writes a :class:`SubmissionResult` as JSON. The
-parent (:func:`run_jobs`) starts each child in a new session, kills the whole
-session and its kernels when the child outlives a hard time limit, and is the
-only one that writes grades anywhere else. A submission therefore cannot touch
-another one's grades, whatever its code does.
+submitted notebook) in which a child process (:func:`child_main`) runs
+nbgrader's ``autograde`` and ``generate_feedback`` and sends a
+:class:`SubmissionResult` back through a pipe. The parent
+(:mod:`grader.scheduler`) starts each child in a new session, kills the job's
+processes when it ends, and is the only one that writes grades anywhere else.
+A submission therefore cannot touch another one's grades, whatever its code does.
 
-Inside the child, :class:`~grader.preprocessors.GuardedExecute` deals with what
-a notebook can do to its kernel (infinite loops, ``os._exit``).
+Inside the child, :class:`~grader.preprocessors.GuardedExecute` runs the
+kernels in the job's :class:`~grader.sandbox.Sandbox` and deals with what a
+notebook can do to its kernel (infinite loops, ``os._exit``, hooks, memory).
 """
 from __future__ import annotations
 
-import contextlib
-import copy
-import json
-import multiprocessing as mp
-import multiprocessing.connection
 import os
+import secrets
 import shutil
-import signal
-import sys
 import traceback
-import types
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from time import monotonic
 
 import nbformat
 
+from . import sandbox
 from .course import IGNORE, GraderError, load_config, quiet_logger, run_converter, source_notebooks
+from .intake import Unfit, inspect_notebook
 from .notebooks import (
     CELL_TIMEOUT,
     KERNEL_DIED,
+    KERNEL_TAMPERED,
+    MEMORY_LIMIT,
     NOT_RUN,
     NotebookError,
     cell_label,
     error_message,
     grade_id,
     graded_cells,
-    is_test_cell,
     read_notebook,
     write_notebook,
 )
@@ -149,13 +146,19 @@ class Job:
     ``workdir`` holds ``gradebook.db`` (filled by ``generate_assignment``),
     ``solutions/<assignment>/`` and ``course/<assignment>/`` (source and release),
     and ``submitted/learner/<assignment>/`` (nbgrader's student id is always
-    :data:`LEARNER` there). The child writes ``result.json``, ``grade.log``,
-    ``autograded/learner/`` and ``feedback/learner/`` there.
+    :data:`LEARNER` there). The child writes ``grade.log``,
+    ``autograded/learner/`` and ``feedback/learner/`` there; the kernels run in
+    ``autograded/learner/<assignment>/`` with ``home/`` as their home.
 
     Attributes:
-        env: the complete environment of the child (and so of its kernels).
+        env: the complete environment of the child (its kernels get a part of it).
         time_limit: seconds after which the parent kills the child and its kernels;
             default :meth:`hard_limit`.
+        memory_mb: memory of all the job's processes together, in MiB (0: unlimited).
+        kernel_uid: user id of the kernels (set by the scheduler when grading as root).
+        keep_read: whether kernels keep the right to read any file (see
+            :class:`~grader.sandbox.Sandbox`).
+        token: marks the job's processes.
     """
     workdir: str
     student: str
@@ -166,10 +169,11 @@ class Job:
     feedback: bool = True
     env: dict = field(default_factory=dict)
     time_limit: float | None = None
-
-    @property
-    def result_path(self) -> Path:
-        return Path(self.workdir) / "result.json"
+    memory_mb: int = 4096
+    kernel_uid: int | None = None
+    keep_read: bool = False
+    token: str = field(default_factory=lambda: secrets.token_hex(8))
+    releases: dict = field(default_factory=dict)  # assignment id -> release notebook path
 
     @property
     def log_path(self) -> Path:
@@ -178,6 +182,15 @@ class Job:
     @property
     def pid_path(self) -> Path:
         return Path(self.workdir) / "kernels.pid"
+
+    def sandbox(self) -> sandbox.Sandbox:
+        """Where the kernels of this job run."""
+        uid = self.kernel_uid
+        return sandbox.Sandbox(
+            token=self.token, memory_mb=self.memory_mb, uid=uid, gid=uid,
+            keep_read=self.keep_read and uid is not None,
+            home=str(Path(self.workdir) / "home") if uid is not None else "",
+            ipython_dir=str(Path(self.workdir) / ".ipython"))
 
     def hard_limit(self) -> float:
         """Seconds after which the parent kills the child: every allowed run, plus slack."""
@@ -188,16 +201,15 @@ class Job:
         return (self.max_kernel_restarts + 1) * (self.notebook_timeout + 30) + 120
 
 
-def grading_env(workdir: str | Path, parallel: int = 1) -> dict:
-    """The environment of a grading child and its kernels.
+def grading_env(parallel: int = 1) -> dict:
+    """The environment of a grading child.
 
-    The current environment, with ``DVL_PRESET=smoke``, IPython's files inside
-    ``workdir`` (no profile or startup file of the machine applies) and, when
-    several submissions run at once, the CPU threads shared between them.
+    The current environment, with ``DVL_PRESET=smoke`` and, when several
+    submissions run at once, the CPU threads shared between them. Kernels get
+    only a part of it (:func:`grader.preprocessors.kernel_environment`).
     """
     env = dict(os.environ)
-    env.update(DVL_PRESET="smoke", JUPYTER_PLATFORM_DIRS="1",
-               IPYTHONDIR=str(Path(workdir) / ".ipython"), PYTHONDONTWRITEBYTECODE="1")
+    env.update(DVL_PRESET="smoke", JUPYTER_PLATFORM_DIRS="1", PYTHONDONTWRITEBYTECODE="1")
     if parallel > 1:
         threads = str(max(1, (os.cpu_count() or 1) // parallel))
         env.update(OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads)
@@ -229,7 +241,11 @@ def prepare_job(course: str | Path, workdir: str | Path, student: str, assignmen
         submission: the student's assignment folder (``<notebook>.ipynb`` and any
             other files), or a single notebook file, graded as the assignment's
             notebook whose name starts its file name (else its first notebook).
-        options: :class:`Job` fields (``cell_timeout``, ``notebook_timeout``, ...).
+        options: :class:`Job` fields (``cell_timeout``, ``notebook_timeout``, ...);
+            ``releases`` defaults to those of ``course`` (:func:`release_notebooks`).
+
+    Only the grader can read the working course; kernels, which may run as
+    another user, can reach their own directory and nothing else in it.
     """
     course, workdir, submission = Path(course), Path(workdir), Path(submission)
     if workdir.exists():
@@ -246,71 +262,53 @@ def prepare_job(course: str | Path, workdir: str | Path, student: str, assignmen
     shutil.copyfile(course / "gradebook.db", workdir / "gradebook.db")
     for sub in ("solutions", "course"):
         _link_or_copy((course / sub).resolve(), workdir / sub)
-    return Job(str(workdir.resolve()), student, assignment, env=grading_env(workdir, parallel),
-               **options)
+    os.chmod(workdir, 0o711)
+    os.chmod(workdir / "submitted", 0o700)
+    os.chmod(workdir / "gradebook.db", 0o600)
+    releases = options.pop("releases", None) or release_notebooks(course)
+    return Job(str(workdir.resolve()), student, assignment, env=grading_env(parallel),
+               releases=releases, **options)
+
+
+def release_notebooks(root: str | Path) -> dict[str, str]:
+    """Assignment id -> the path of its (first) release notebook, in ``root/course/``: used to
+    recognise a notebook handed in under the wrong assignment."""
+    found = {}
+    folder = Path(root) / "course"
+    for d in sorted(folder.iterdir()) if folder.is_dir() else []:
+        for nb in sorted(d.glob("*.ipynb"))[:1]:
+            found[d.name] = str(nb)
+    return found
 
 
 def _submission_dir(job: Job) -> Path:
     return Path(job.workdir) / "submitted" / LEARNER / job.assignment
 
 
-def _tampering_notes(submitted: nbformat.NotebookNode, release: nbformat.NotebookNode,
-                     nb_id: str) -> list[str]:
-    """Locked cells of the release that the submission changed or deleted."""
-    theirs = {grade_id(c): c for c in submitted.cells if grade_id(c)}
-    notes = []
-    for cell in release.cells:
-        gid = grade_id(cell)
-        if not gid or not cell.metadata["nbgrader"].get("locked"):
+def _memory_error(cell) -> bool:
+    for out in cell.get("outputs", []):
+        if out.get("output_type") != "error":
             continue
-        what = "test cell" if is_test_cell(cell) else "locked cell"
-        restored = "restored" if is_test_cell(cell) or gid in theirs else "not restored"
-        if gid not in theirs:
-            notes.append(f"{what} {gid} of {nb_id} was deleted ({restored})")
-        elif theirs[gid].source.strip() != cell.source.strip():
-            notes.append(f"{what} {gid} of {nb_id} was edited (restored)")
-    return notes
-
-
-# The nbgrader metadata that decides grading (checksums and locks nbgrader restores itself).
-_GRADING_KEYS = ("grade", "solution", "task", "points", "grade_id")
-
-
-def _repair_metadata(nb: nbformat.NotebookNode, release: nbformat.NotebookNode) -> list[str]:
-    """Give cells the nbgrader metadata of the release, in place; returns the cells changed.
-
-    A learner cannot legitimately change it, and nbgrader fails on a whole
-    submission for a pasted copy of a graded cell (duplicate ``grade_id``), an
-    old schema or a malformed field. Cells whose id is unknown or repeated become
-    plain cells; cells deleted altogether are nbgrader's to add back.
-    """
-    reference = {grade_id(c): c.metadata["nbgrader"] for c in release.cells if grade_id(c)}
-    seen, changed = set(), []
-    for i, cell in enumerate(nb.cells):
-        meta = cell.get("metadata", {}).get("nbgrader")
-        if meta is None:
-            continue
-        gid = grade_id(cell)
-        if gid in reference and gid not in seen:
-            seen.add(gid)
-            if any(meta.get(k) != reference[gid].get(k) for k in _GRADING_KEYS):
-                changed.append(gid)
-            cell.metadata["nbgrader"] = copy.deepcopy(reference[gid])
-        else:
-            del cell.metadata["nbgrader"]
-            changed.append(str(gid) if gid else f"#{i + 1}")
-    return changed
+        text = f"{out.get('ename', '')}: {out.get('evalue', '')}"
+        if out.get("ename") in ("MemoryError", "OutOfMemoryError") or \
+                "can't allocate memory" in text or "Cannot allocate memory" in text:
+            return True
+    return False
 
 
 def _run_problems(nb: nbformat.NotebookNode) -> list[str]:
-    """Statuses read off an autograded notebook: dead kernels, timeouts, time limit."""
+    """Statuses read off an autograded notebook: dead kernels, timeouts, memory, tampering."""
     problems = []
     for i, cell in enumerate(nb.cells):
         names = [o.get("ename") for o in cell.get("outputs", []) if o.get("output_type") == "error"]
-        if KERNEL_DIED in names:
+        if MEMORY_LIMIT in names or _memory_error(cell):
+            problems.append(f"memory limit in cell {cell_label(nb, i)}")
+        elif KERNEL_DIED in names:
             problems.append(f"kernel died in cell {cell_label(nb, i)}")
         elif CELL_TIMEOUT in names:
             problems.append(f"timeout in cell {cell_label(nb, i)}")
+        elif KERNEL_TAMPERED in names:
+            problems.append(f"kernel changed during test {cell_label(nb, i)}")
         elif NOT_RUN in names:
             why = "notebook time limit" if "time limit" in error_message(cell) else "kernel died too often"
             problems.append(f"{why}: cells from {cell_label(nb, i)} on were not run")
@@ -328,6 +326,44 @@ def _gradebook_scores(db_url: str, assignment: str, student: str, nb_id: str) ->
         return {g.name: g.auto_score for g in sub.grades}
 
 
+def _invalid(e: NotebookError, path: Path) -> str:
+    if path.exists() and path.stat().st_size == 0:
+        return "invalid notebook: empty file"
+    return f"invalid notebook: {str(e).split(': ', 1)[-1]}"
+
+
+def _intake(job: Job, source: dict, release: dict, notes: list, statuses: list) -> None:
+    """Check and repair the submitted notebooks in the work copy (nbgrader reads them next)."""
+    sub_dir = _submission_dir(job)
+    present = sorted(sub_dir.glob("*.ipynb"))
+    if len(source) == 1 and len(present) == 1 and present[0].stem not in source:
+        expected = sub_dir / f"{next(iter(source))}.ipynb"
+        notes.append(f"graded {present[0].name} as {expected.name}")
+        present[0].rename(expected)
+    others = {}
+    for assignment, path in job.releases.items():
+        try:
+            others[assignment] = read_notebook(path)
+        except NotebookError:
+            pass
+    for path in sorted(sub_dir.glob("*.ipynb")):
+        if path.stem not in source:
+            notes.append(f"ignored {path.name}: not a notebook of {job.assignment}")
+            continue
+        try:
+            nb = read_notebook(path)
+            notes.extend(inspect_notebook(nb, release[path.stem], path.stem, job.assignment, others))
+        except NotebookError as e:
+            statuses.append(_invalid(e, path))
+            path.unlink()  # the work copy: nbgrader would fail on it
+            continue
+        except Unfit as e:
+            statuses.append(str(e))
+            path.unlink()
+            continue
+        write_notebook(nb, path)
+
+
 def run_job(job: Job) -> SubmissionResult:
     """Autograde ``job`` in its working course (what the child process does).
 
@@ -339,29 +375,9 @@ def run_job(job: Job) -> SubmissionResult:
     log = quiet_logger(f"job.{os.getpid()}", job.log_path)
     source = {p.stem: read_notebook(p) for p in source_notebooks(root, job.assignment)}
     release = {s: read_notebook(root / "course" / job.assignment / f"{s}.ipynb") for s in source}
-    sub_dir = _submission_dir(job)
     notes, statuses = [], []
-
-    present = sorted(sub_dir.glob("*.ipynb"))
-    if len(source) == 1 and len(present) == 1 and present[0].stem not in source:
-        expected = sub_dir / f"{next(iter(source))}.ipynb"
-        notes.append(f"graded {present[0].name} as {expected.name}")
-        present[0].rename(expected)
-    for path in sorted(sub_dir.glob("*.ipynb")):
-        if path.stem not in source:
-            notes.append(f"ignored {path.name}: not a notebook of {job.assignment}")
-            continue
-        try:
-            nb = read_notebook(path)
-        except NotebookError as e:
-            statuses.append(f"invalid notebook: {str(e).split(': ', 1)[-1]}")
-            path.unlink()  # the work copy: nbgrader would fail on it
-            continue
-        notes.extend(_tampering_notes(nb, release[path.stem], path.stem))
-        repaired = _repair_metadata(nb, release[path.stem])
-        if repaired:
-            notes.append(f"nbgrader metadata of {path.stem} repaired in cells {', '.join(repaired)}")
-        write_notebook(nb, path)
+    _intake(job, source, release, notes, statuses)
+    sub_dir = _submission_dir(job)
     missing = [s for s in source if not (sub_dir / f"{s}.ipynb").exists()]
     if len(missing) == len(source):
         if not statuses:
@@ -376,6 +392,7 @@ def run_job(job: Job) -> SubmissionResult:
     config = load_config(root, cell_timeout=job.cell_timeout, notebook_timeout=job.notebook_timeout,
                          kernel_pid_file=str(job.pid_path))
     config.GuardedExecute.max_kernel_restarts = job.max_kernel_restarts
+    config.GuardedExecute.sandbox = job.sandbox().to_json()
     db_url = config.CourseDirectory.db_url
     run_converter("autograde", config, assignment=job.assignment, student=LEARNER, log=log,
                   create_student=True)
@@ -393,12 +410,16 @@ def run_job(job: Job) -> SubmissionResult:
         by_id = {grade_id(c): c for c in graded.cells if grade_id(c)} if graded else {}
         if graded is not None:
             statuses.extend(_run_problems(graded))
+            undone = graded.metadata.get("dvl_guard") or []
+            if undone:
+                notes.append(f"the notebook changed the kernel ({', '.join(undone[:5])}"
+                             f"{', ...' if len(undone) > 5 else ''}); undone before each test")
         scores = _gradebook_scores(db_url, job.assignment, LEARNER, nb_id)
         for g in graded_cells(src):
             score = scores.get(g.grade_id, 0.0)
             cell = by_id.get(g.grade_id)
             if g.kind == "test":
-                score = float(score or 0.0)
+                score = min(max(float(score or 0.0), 0.0), g.max_score)
                 message = error_message(cell) if cell is not None and score < g.max_score else ""
                 cells.append(CellResult(nb_id, g.grade_id, "test", score, g.max_score, message))
             else:
@@ -409,13 +430,15 @@ def run_job(job: Job) -> SubmissionResult:
                             cells=cells, notes=notes, seconds=monotonic() - start)
 
 
-def _child_main(job: Job) -> None:
-    """Entry point of the child process: own session, own environment, result to JSON."""
+def child_main(job: Job, conn) -> None:
+    """Entry point of the child process: own session, own environment, result to ``conn``."""
     if hasattr(os, "setsid"):
         try:
             os.setsid()
         except OSError:
             pass
+    sandbox.die_with_parent()
+    sandbox.become_subreaper()  # daemons of the kernels stay our descendants: found and killed
     os.chdir(job.workdir)
     os.environ.clear()
     os.environ.update(job.env)
@@ -428,112 +451,5 @@ def _child_main(job: Job) -> None:
         detail = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         result = SubmissionResult(job.student, job.assignment, status=f"grader error: {detail}",
                                   error=traceback.format_exc())
-    tmp = job.result_path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(result.to_dict(), indent=1))
-    tmp.replace(job.result_path)
-
-
-# --- the parent ------------------------------------------------------------------------------------
-
-def _context():
-    if "forkserver" in mp.get_all_start_methods():
-        ctx = mp.get_context("forkserver")
-        # The server imports nbgrader once; each child is a cheap fork of it.
-        ctx.set_forkserver_preload(["grader.autograde", "nbgrader.converters", "nbclient"])
-        return ctx
-    return mp.get_context("spawn")
-
-
-@contextlib.contextmanager
-def _main_module_hidden():
-    """Start children without re-importing ``__main__`` in them.
-
-    ``multiprocessing`` re-runs the parent's main script in a ``spawn`` or
-    ``forkserver`` child, which breaks (or repeats work) when the grader is
-    called from a script without a ``__main__`` guard, from stdin or from a
-    notebook. The child needs nothing from ``__main__``.
-    """
-    main = sys.modules.get("__main__")
-    sys.modules["__main__"] = types.ModuleType("__main__")
-    try:
-        yield
-    finally:
-        sys.modules["__main__"] = main
-
-
-def _kill(job: Job, proc) -> None:
-    """Kill the child's session and every kernel it started (each has a session of its own)."""
-    pids = [proc.pid]
-    if job.pid_path.exists():
-        pids += [int(p) for p in job.pid_path.read_text().split() if p.strip().isdigit()]
-    for pid in pids:
-        try:
-            os.killpg(pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError, AttributeError, OSError):
-            pass
-    if proc.is_alive():
-        proc.kill()
-
-
-def _collect(job: Job, source: dict, exitcode: int | None, killed_after: float | None) -> SubmissionResult:
-    if killed_after is not None:
-        return zero_result(source, job.student, job.assignment,
-                           f"killed after {killed_after:.0f} s (time limit of the whole submission)")
-    try:
-        result = SubmissionResult.from_dict(json.loads(job.result_path.read_text()))
-    except (OSError, ValueError, TypeError) as e:
-        return zero_result(source, job.student, job.assignment,
-                           f"grader error: the grading process ended with code {exitcode} "
-                           f"and no result ({type(e).__name__}); see {job.log_path}")
-    if not result.cells:  # the child failed before it knew the cells: zero them all
-        zero = zero_result(source, result.student, result.assignment, result.status, result.error)
-        zero.notes, zero.seconds = result.notes, result.seconds
-        return zero
-    return result
-
-
-def run_jobs(jobs: list[Job], *, parallel: int = 1, on_result=None) -> list[SubmissionResult]:
-    """Run ``jobs`` in child processes, ``parallel`` at a time; results in the order of ``jobs``.
-
-    Args:
-        on_result: called as ``on_result(job, result)`` as each one finishes.
-    """
-    ctx = _context()
-    pending = list(enumerate(jobs))
-    running: dict[int, tuple] = {}
-    results: dict[int, SubmissionResult] = {}
-    try:
-        _schedule(ctx, pending, running, results, parallel, on_result)
-    finally:  # interrupted (Ctrl-C): children live in sessions of their own, stop them
-        for job, proc, _ in running.values():
-            _kill(job, proc)
-    return [results[i] for i in range(len(jobs))]
-
-
-def _schedule(ctx, pending, running, results, parallel, on_result) -> None:
-    while pending or running:
-        while pending and len(running) < max(1, parallel):
-            i, job = pending.pop(0)
-            job.result_path.unlink(missing_ok=True)
-            proc = ctx.Process(target=_child_main, args=(job,), name=f"grade-{job.student}")
-            with _main_module_hidden():
-                proc.start()
-            running[i] = (job, proc, monotonic())
-        mp.connection.wait([p.sentinel for _, p, _ in running.values()], timeout=0.5)
-        for i, (job, proc, started) in list(running.items()):
-            elapsed = monotonic() - started
-            killed = None
-            if proc.is_alive():
-                if elapsed < job.hard_limit():
-                    continue
-                _kill(job, proc)
-                killed = elapsed
-            proc.join()
-            if proc.exitcode not in (0, None):
-                _kill(job, proc)  # a crashed child may leave its kernels behind
-            source = {p.stem: read_notebook(p) for p in source_notebooks(job.workdir, job.assignment)}
-            result = _collect(job, source, proc.exitcode, killed)
-            del running[i]
-            results[i] = result
-            if on_result is not None:
-                on_result(job, result)
+    conn.send(result.to_dict())
+    conn.close()

@@ -7,17 +7,19 @@ points and, for a failure, only the error's last line, never the hidden test.
 """
 from __future__ import annotations
 
+import os
 import tempfile
 from pathlib import Path
 
-from .autograde import LEARNER, SubmissionResult, prepare_job, run_jobs
+from .autograde import LEARNER, SubmissionResult, prepare_job, release_notebooks
 from .course import GraderError, InputError, assignment_ids, match_assignment, prepare_course
 from .notebooks import read_notebook
+from .scheduler import run_jobs
 
 
 def check_notebook(notebook: str | Path, root: str | Path, *, assignment: str | None = None,
-                   cell_timeout: int | None = None, notebook_timeout: int | None = None
-                   ) -> SubmissionResult:
+                   cell_timeout: int | None = None, notebook_timeout: int | None = None,
+                   memory_mb: int | None = None) -> SubmissionResult:
     """Autograde one notebook of any name, anywhere on disk, against the hidden tests.
 
     Args:
@@ -26,6 +28,7 @@ def check_notebook(notebook: str | Path, root: str | Path, *, assignment: str | 
         assignment: its assignment id; default: from the folder or file name
             (``.../01_vqvae/x.ipynb``, ``01_vqvae-mine.ipynb``).
         cell_timeout, notebook_timeout: seconds; default: ``nbgrader_config.py``.
+        memory_mb: memory limit of the notebook's processes (default 4096 MiB, 0: none).
 
     Raises:
         NotebookError: the file is not a notebook.
@@ -46,11 +49,16 @@ def check_notebook(notebook: str | Path, root: str | Path, *, assignment: str | 
         options["cell_timeout"] = int(cell_timeout)
     if notebook_timeout is not None:
         options["notebook_timeout"] = int(notebook_timeout)
+    if memory_mb is not None:
+        options["memory_mb"] = int(memory_mb)
     with tempfile.TemporaryDirectory(prefix="dvl-check-") as tmp:
+        os.chmod(tmp, 0o711)  # a kernel running as another user reaches its own directory
         course = Path(tmp) / "course"
         prepare_course(root, course, [assignment])
-        job = prepare_job(course, Path(tmp) / "job", LEARNER, assignment, notebook,
-                          feedback=False, **options)
+        os.chmod(course, 0o700)  # hidden tests: the grader's only
+        job = prepare_job(course, Path(tmp) / "job", LEARNER, assignment, notebook, feedback=False,
+                          releases={**release_notebooks(root), **release_notebooks(course)},
+                          **options)
         [result] = run_jobs([job])
         if result.grader_failed:
             log = job.log_path.read_text(errors="replace") if job.log_path.exists() else ""

@@ -10,30 +10,35 @@ is itself an nbgrader course (so formgrader can open it for the written answers)
     out/autograded/<student>/<id>/          the executed notebooks (hidden tests included)
     out/feedback/<student>/<id>/<nb>.html   feedback: points, no hidden tests
     out/logs/<student>/<id>.log             nbgrader's log of each submission
+    out/results/<student>/<id>.json         each submission's result, as soon as it is graded
     out/grades.csv                          one row per student and assignment
     out/results.json                        the same, with each failed test's message
     out/nbgrader_config.py                  lets nbgrader's own tools (formgrader) open ``out``
 
 Each submission is autograded in a child process and a working course of its
-own (:mod:`grader.autograde`); this process alone writes the gradebook and the
-table, so a broken or hostile submission costs only its own grade.
+own, outside ``out`` (:mod:`grader.autograde`, :mod:`grader.scheduler`); this
+process alone writes the gradebook and the tables, once the submission's
+processes are gone, so a broken or hostile submission costs only its own
+grade. Grades are written as each submission finishes (:mod:`grader.records`):
+an interrupted run keeps them, and ``resume=True`` grades only the rest.
 """
 from __future__ import annotations
 
-import csv
+import hashlib
 import html
-import json
+import os
 import re
 import shutil
-import warnings
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .autograde import LEARNER, Job, SubmissionResult, prepare_job, run_jobs, zero_result
-from .course import InputError, assignment_ids, prepare_course, source_notebooks
+from . import sandbox
+from .autograde import LEARNER, Job, SubmissionResult, prepare_job, release_notebooks, zero_result
+from .course import InputError, assignment_ids, copy_tree, prepare_course, source_notebooks
 from .notebooks import read_notebook
-
-WORK = ".work"
+from .records import digest, load_result, record, save_result, write_csv, write_json
+from .scheduler import run_jobs
 
 
 @dataclass
@@ -45,11 +50,13 @@ class GradingReport:
         results: one per student and assignment, sorted by assignment then student.
         csv_path: ``out/grades.csv``.
         columns: the CSV header.
+        reused: how many results were kept from an earlier run (``resume``).
     """
     out: Path
     results: list[SubmissionResult] = field(default_factory=list)
     csv_path: Path | None = None
     columns: list[str] = field(default_factory=list)
+    reused: int = 0
 
     @property
     def grader_failures(self) -> list[SubmissionResult]:
@@ -66,6 +73,27 @@ def find_submissions(submitted: str | Path) -> list[tuple[str, str, Path]]:
             if folder.is_dir() and not folder.name.startswith("."):
                 found.append((student.name, folder.name, folder))
     return found
+
+
+def parse_students(spec: str | None) -> tuple[str | None, str | None]:
+    """``"FIRST:LAST"`` (either may be empty) -> the inclusive range of student ids to grade.
+
+    Raises:
+        InputError: not of that form.
+    """
+    if spec is None:
+        return None, None
+    if spec.count(":") != 1:
+        raise InputError(f"--students must be FIRST:LAST (either may be empty), got {spec!r}")
+    first, last = (x.strip() or None for x in spec.split(":"))
+    if first and last and first > last:
+        raise InputError(f"--students {spec!r}: {first!r} comes after {last!r}")
+    return first, last
+
+
+def in_range(student: str, span: tuple[str | None, str | None]) -> bool:
+    first, last = span
+    return (first is None or student >= first) and (last is None or student <= last)
 
 
 def _replace_dir(src: Path, dst: Path) -> None:
@@ -88,26 +116,6 @@ def _fallback_feedback(path: Path, result: SubmissionResult) -> None:
         f"{html.escape(result.status)}.</p><table>{rows}</table></body></html>\n", encoding="utf-8")
 
 
-def _record(db_url: str, result: SubmissionResult, timestamp=None) -> None:
-    """Write one result into the gradebook, as nbgrader's ``SaveAutoGrades`` would."""
-    from nbgrader.api import Gradebook
-    from sqlalchemy.exc import SAWarning
-
-    with warnings.catch_warnings(), Gradebook(db_url) as gb:
-        warnings.simplefilter("ignore", SAWarning)  # nbgrader's own autoflush notices
-        gb.update_or_create_student(result.student)
-        kwargs = {"timestamp": timestamp} if timestamp else {}
-        gb.update_or_create_submission(result.assignment, result.student, **kwargs)
-        for c in result.cells:
-            grade = gb.find_grade(c.grade_id, c.notebook, result.assignment, result.student)
-            grade.auto_score = c.score
-            grade.needs_manual_grade = grade.manual_score is not None or c.score is None
-            if c.kind == "manual":
-                comment = gb.find_comment(c.grade_id, c.notebook, result.assignment, result.student)
-                comment.auto_comment = None if c.answered else "No response."
-        gb.db.commit()
-
-
 def _timestamp(folder: Path):
     path = folder / "timestamp.txt"
     if not path.exists():
@@ -119,7 +127,7 @@ def _timestamp(folder: Path):
         return None
 
 
-def _write_nbgrader_config(out: Path) -> None:
+def write_nbgrader_config(out: Path) -> None:
     """``out/nbgrader_config.py``, so nbgrader's own tools (formgrader) can open ``out``."""
     from .course import CONFIG_FILE
     (out / "nbgrader_config.py").write_text(
@@ -131,40 +139,30 @@ def _write_nbgrader_config(out: Path) -> None:
         f"c.CourseDirectory.db_url = {'sqlite:///' + str(out / 'gradebook.db')!r}\n")
 
 
-def _column(result: SubmissionResult, cell) -> str:
-    notebooks = {c.notebook for c in result.cells}
-    return cell.grade_id if len(notebooks) <= 1 else f"{cell.notebook}/{cell.grade_id}"
+def work_dir(out: Path) -> Path:
+    """The working copies of a run into ``out``: in the system's temporary directory, outside
+    ``out`` (a kernel must not learn where the gradebook is), one per output directory."""
+    name = hashlib.sha256(str(out).encode()).hexdigest()[:16]
+    return Path(tempfile.gettempdir()) / f"dvl-grade-{name}"
 
 
-def write_csv(results: list[SubmissionResult], path: str | Path) -> list[str]:
-    """Write the grades table; returns its header.
-
-    Columns: ``student``, ``assignment``, one per test cell (its autograded
-    points; ``<notebook>/<grade_id>`` when an assignment has several notebooks),
-    ``total`` and ``max`` (autograded points), ``manual_max`` (points of written
-    answers, graded by hand), ``status`` and ``notes``.
-    """
-    tests: list[str] = []
-    for r in results:
-        for c in r.tests:
-            name = _column(r, c)
-            if name not in tests:
-                tests.append(name)
-    header = ["student", "assignment", *tests, "total", "max", "manual_max", "status", "notes"]
-    with open(path, "w", newline="", encoding="utf-8") as f:
-        w = csv.writer(f)
-        w.writerow(header)
-        for r in results:
-            scores = {_column(r, c): f"{c.score or 0:g}" for c in r.tests}
-            w.writerow([r.student, r.assignment, *[scores.get(t, "") for t in tests],
-                        f"{r.score:g}", f"{r.max_score:g}", f"{r.manual_max_score:g}", r.status,
-                        "; ".join(r.notes)])
-    return header
+def _template(out: Path, work: Path) -> Path:
+    """What each job copies or links: the gradebook, copies of source and release (the
+    grader's only)."""
+    template = work / ".template"
+    template.mkdir(parents=True)
+    os.chmod(template, 0o700)
+    shutil.copyfile(out / "gradebook.db", template / "gradebook.db")
+    for sub in ("solutions", "course"):
+        copy_tree(out / sub, template / sub)
+    return template
 
 
 def grade_submissions(submitted: str | Path, root: str | Path, out: str | Path = "grading", *,
                       cell_timeout: int | None = None, notebook_timeout: int | None = None,
-                      parallel: int = 1, on_result=None) -> GradingReport:
+                      memory_mb: int | None = None, parallel: int = 1, resume: bool = False,
+                      students: str | None = None, kernel_uid: int | None = sandbox.DEFAULT_UID,
+                      on_result=None) -> GradingReport:
     """Autograde every submission of ``submitted`` against the course at ``root``.
 
     Args:
@@ -172,7 +170,12 @@ def grade_submissions(submitted: str | Path, root: str | Path, out: str | Path =
         root: the course root (holds ``solutions/``).
         out: output directory (see the module docstring).
         cell_timeout, notebook_timeout: seconds; default: ``nbgrader_config.py``.
+        memory_mb: memory of one submission's processes, MiB (default 4096; 0: unlimited).
         parallel: submissions graded at the same time.
+        resume: keep the results an earlier run into ``out`` saved for submissions
+            that have not changed since, grade only the others.
+        students: ``"FIRST:LAST"``, grade only student ids in that range (inclusive).
+        kernel_uid: as root, kernels run as users from this id up (``None``: as root).
         on_result: called as ``on_result(result)`` after each submission.
 
     Raises:
@@ -185,42 +188,56 @@ def grade_submissions(submitted: str | Path, root: str | Path, out: str | Path =
                           "(<student>/<assignment>/<notebook>.ipynb)")
     if out == submitted or out.is_relative_to(submitted):
         raise InputError(f"the output directory {out} must not be inside {submitted}")
-    subs = find_submissions(submitted)
+    span = parse_students(students)
+    subs = [s for s in find_submissions(submitted) if in_range(s[0], span)]
     if not subs:
-        raise InputError(f"no submissions in {submitted}: expected "
+        what = f" for students {students}" if students else ""
+        raise InputError(f"no submissions in {submitted}{what}: expected "
                           "<student>/<assignment>/<notebook>.ipynb")
     known = assignment_ids(root)
     ids = sorted({a for _, a, _ in subs if a in known})
     out.mkdir(parents=True, exist_ok=True)
-    work = out / WORK
-    if work.exists():
-        shutil.rmtree(work)
+    if sandbox.is_root() and kernel_uid is not None:
+        os.chmod(out, 0o700)  # the kernels' users: nothing of the class to read or write
+    if not resume:
+        shutil.rmtree(out / "results", ignore_errors=True)
+    work = work_dir(out)
+    shutil.rmtree(work, ignore_errors=True)
     db_url = prepare_course(root, out, ids).CourseDirectory.db_url if ids else None
-    template = work / ".template"  # what each job copies: gradebook, links to source and release
     if ids:
-        template.mkdir(parents=True)
-        shutil.copyfile(out / "gradebook.db", template / "gradebook.db")
-        for sub in ("solutions", "course"):
-            (template / sub).symlink_to(out / sub, target_is_directory=True)
+        os.chmod(out / "gradebook.db", 0o600)
+        work.mkdir(mode=0o700)
+        os.chmod(work, 0o711)  # kernels reach their own directory, list nothing
+        template = _template(out, work)
     source = {a: {p.stem: read_notebook(p) for p in source_notebooks(out, a)} for a in ids}
 
-    options = {}
-    if cell_timeout is not None:
-        options["cell_timeout"] = int(cell_timeout)
-    if notebook_timeout is not None:
-        options["notebook_timeout"] = int(notebook_timeout)
+    options = {k: int(v) for k, v in [("cell_timeout", cell_timeout), ("memory_mb", memory_mb),
+                                      ("notebook_timeout", notebook_timeout)] if v is not None}
+    options["releases"] = {**release_notebooks(root), **release_notebooks(out)}
     jobs: list[Job] = []
+    digests: dict[tuple[str, str], str] = {}
     results: list[SubmissionResult] = []
+    reused = 0
+
+    def done(r: SubmissionResult) -> None:
+        results.append(r)
+        if on_result:
+            on_result(r)
+
     for student, assignment, folder in subs:
         if assignment not in known:
-            r = zero_result({}, student, assignment,
-                            f"unknown assignment (known: {', '.join(known) or 'none'})")
-            results.append(r)
-            if on_result:
-                on_result(r)
+            done(zero_result({}, student, assignment,
+                             f"unknown assignment (known: {', '.join(known) or 'none'})"))
             continue
         copy = out / "submitted" / student / assignment
         try:
+            fingerprint = digest(folder)
+            digests[student, assignment] = fingerprint
+            kept = load_result(out, student, assignment, fingerprint) if resume else None
+            if kept is not None:
+                reused += 1
+                results.append(kept)
+                continue
             if copy.resolve() != folder.resolve():
                 if copy.exists():
                     shutil.rmtree(copy)
@@ -229,11 +246,8 @@ def grade_submissions(submitted: str | Path, root: str | Path, out: str | Path =
             jobs.append(prepare_job(template, work / safe, student, assignment, copy,
                                     parallel=parallel, **options))
         except OSError as e:  # unreadable files, odd names: this submission only
-            r = zero_result(source[assignment], student, assignment,
-                            f"could not copy the submission: {e}")
-            results.append(r)
-            if on_result:
-                on_result(r)
+            done(zero_result(source[assignment], student, assignment,
+                             f"could not copy the submission: {e}"))
 
     def finished(job: Job, result: SubmissionResult) -> None:
         wd = Path(job.workdir)
@@ -249,23 +263,23 @@ def grade_submissions(submitted: str | Path, root: str | Path, out: str | Path =
             log.parent.mkdir(parents=True, exist_ok=True)
             if job.log_path.exists():
                 shutil.copyfile(job.log_path, log)
-            _record(db_url, result, _timestamp(out / "submitted" / job.student / job.assignment))
+            record(db_url, result, _timestamp(out / "submitted" / job.student / job.assignment))
+            save_result(out, result, digests.get((job.student, job.assignment)))
         except Exception as e:  # noqa: BLE001 - one submission's bookkeeping, not the class's
             result.status = f"grader error: could not record the result ({type(e).__name__}: {e})"
         if not result.grader_failed:
             shutil.rmtree(wd, ignore_errors=True)
-        if on_result:
-            on_result(result)
+        done(result)
 
-    results += run_jobs(jobs, parallel=parallel, on_result=finished)
+    run_jobs(jobs, parallel=parallel, on_result=finished, kernel_uid=kernel_uid)
     if not any(r.grader_failed for r in results):  # else kept, for the instructor to look at
         shutil.rmtree(work, ignore_errors=True)
     results.sort(key=lambda r: (r.assignment, r.student))
-    _write_nbgrader_config(out)
+    write_nbgrader_config(out)
     csv_path = out / "grades.csv"
     columns = write_csv(results, csv_path)
-    (out / "results.json").write_text(json.dumps([r.to_dict() for r in results], indent=1) + "\n")
-    return GradingReport(out, results, csv_path, columns)
+    write_json(results, out / "results.json")
+    return GradingReport(out, results, csv_path, columns, reused)
 
 
 def format_summary(report: GradingReport) -> str:

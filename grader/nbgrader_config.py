@@ -15,8 +15,10 @@ Policies set here (docs/instructor.md explains them):
 - test cells a learner edited are restored from the source, deleted ones are
   added back;
 - each cell may run ``Execute.timeout`` seconds, each notebook
-  ``GuardedExecute.notebook_timeout`` seconds; a kernel that dies costs only the
-  cell that killed it;
+  ``GuardedExecute.notebook_timeout`` seconds; a kernel that dies, runs out of
+  memory or ignores the interrupt costs only the cell that killed it;
+- hooks a notebook registers in its kernel are undone before each test cell
+  (``GuardedExecute.guard_tests``); outputs are capped (``grader/outputs.py``);
 - feedback shows neither hidden tests nor tracebacks of test cells.
 """
 import os
@@ -62,7 +64,8 @@ c.ClearHiddenTests.end_test_delimeter = "END HIDDEN TESTS"
 # --- autograde -------------------------------------------------------------------------------
 c.Execute.timeout = 120                   # seconds per cell, then the kernel is interrupted
 c.Execute.interrupt_on_timeout = True
-c.Execute.iopub_timeout = 15              # after a reply, or an interrupt, wait this long for output
+c.Execute.iopub_timeout = 8               # after a reply or an interrupt, wait this long for the
+                                          # kernel to go idle; then it counts as stuck (re-run without the cell)
 c.Execute.kernel_name = "python3"         # resolved to the grader's own interpreter
 c.GuardedExecute.notebook_timeout = 600   # seconds per run of a notebook
 c.GuardedExecute.max_kernel_restarts = 2

@@ -18,6 +18,8 @@ from nbformat.notebooknode import NotebookNode
 KERNEL_DIED = "KernelDied"
 CELL_TIMEOUT = "CellTimeoutError"
 NOT_RUN = "NotRun"
+MEMORY_LIMIT = "MemoryLimitExceeded"
+KERNEL_TAMPERED = "KernelTampered"
 
 # Cell metadata that records how and when a notebook ran: never committed.
 _VOLATILE_CELL_METADATA = ("execution", "ExecuteTime", "collapsed", "scrolled")
@@ -47,10 +49,12 @@ def read_notebook(path: str | Path) -> NotebookNode:
         raw = json.loads(text)
     except json.JSONDecodeError as e:
         raise NotebookError(f"{path}: not valid JSON ({e.msg} at line {e.lineno})") from None
-    if not isinstance(raw, dict) or "cells" not in raw or "nbformat" not in raw:
+    if not isinstance(raw, dict) or "nbformat" not in raw:
         raise NotebookError(f"{path}: JSON but not a Jupyter notebook (no 'cells' / 'nbformat')")
     if raw.get("nbformat") != 4:
         raise NotebookError(f"{path}: nbformat {raw.get('nbformat')!r}, expected 4")
+    if "cells" not in raw:
+        raise NotebookError(f"{path}: JSON but not a Jupyter notebook (no 'cells' / 'nbformat')")
     try:
         nb = nbformat.reads(text, as_version=4)
         nbformat.validate(nb)
@@ -164,14 +168,15 @@ def error_outputs(cell: NotebookNode) -> list[NotebookNode]:
 
 
 def error_message(cell: NotebookNode) -> str:
-    """``"<ename>: <evalue>"`` of the cell's last error, the traceback's last line; ``""`` if none.
+    """``"<ename>: <evalue>"`` of the cell's first error, the traceback's last line; ``""`` if none.
 
-    Only the exception is shown, never the traceback: tracebacks of a test cell
-    quote the hidden tests.
+    The first error is what the cell raised; the grader may add one after it
+    (``KernelTampered``). Only the exception is shown, never the traceback:
+    tracebacks of a test cell quote the hidden tests.
     """
     errors = error_outputs(cell)
     if not errors:
         return ""
-    err = errors[-1]
+    err = errors[0]
     ename, evalue = err.get("ename", "Error"), _ANSI.sub("", str(err.get("evalue", ""))).strip()
     return f"{ename}: {evalue}" if evalue else ename

@@ -15,7 +15,8 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from grader.autograde import prepare_job, run_jobs
+from grader.autograde import prepare_job
+from grader.scheduler import run_jobs
 from grader.cli import main
 from grader.course import find_root, match_assignment, prepare_course
 from grader.notebooks import grade_id, read_notebook, write_notebook
@@ -250,6 +251,15 @@ def test_grade_refuses_bad_input(released, tmp_path, capsys):
     assert main(["grade", str(tmp_path / "subs"), "--root", str(released),
                  "--out", str(tmp_path / "subs" / "out")]) == 2
     assert "must not be inside" in capsys.readouterr().err
+    assert main(["grade", str(tmp_path / "subs"), "--root", str(released), "--jobs", "0"]) == 2
+    assert "--jobs must be at least 1" in capsys.readouterr().err
+    assert main(["grade", str(tmp_path / "subs"), "--root", str(released), "--students", "z:a",
+                 "--out", str(tmp_path / "out")]) == 2
+    assert "'z' comes after 'a'" in capsys.readouterr().err
+    assert main(["grade", str(tmp_path / "subs"), "--root", str(released), "--students", "b:",
+                 "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "no submissions" in err and "for students b:" in err
 
 
 def test_match_assignment_by_folder_or_file_name():

@@ -15,8 +15,13 @@ Modules:
   float64 comparisons that answers cannot tamper with, detection of answers
   that call the course's reference implementations, and an op recorder for
   memory rules such as "no [N, K, D] tensor".
+- ``vae``      phase ``00_vae``: reparameterization, Gaussian KL, negative
+  ELBO, the conv VAE.
 - ``vqvae``    phase ``01_vqvae``: distances, nearest code, quantize, VQ losses,
   straight-through, usage, perplexity, the VQ layer.
+- ``stable_vq`` phase ``02_stable_vq``: EMA codebook update, k-means
+  initialisation, dead codes and their restarts, the entropy regulariser,
+  the EMA quantizer layer.
 
 Checks keep their references inside ``grader`` (in float64), never import
 ``dvl_helpers``, use their own random generators, never print and never warn.
