@@ -94,6 +94,7 @@ def grade(submitted: Path, out: Path, jobs: int, timeout: int) -> dict:
     cmd = [sys.executable, "-m", "grader.cli", "grade", str(submitted), "--out", str(out),
            "--root", str(ROOT), "--jobs", str(jobs), "--timeout", str(timeout)]
     peak, stop = [0], threading.Event()
+    load = os.getloadavg()[0]
     start = time.monotonic()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT)
 
@@ -108,7 +109,7 @@ def grade(submitted: Path, out: Path, jobs: int, timeout: int) -> dict:
     stop.set()
     watcher.join()
     return {"jobs": jobs, "seconds": seconds, "peak": peak[0], "code": proc.returncode,
-            "output": output}
+            "output": output, "load": (load, os.getloadavg()[0])}
 
 
 def check(out: Path, plan: dict) -> list[str]:
@@ -142,7 +143,8 @@ def render(n: int, runs: list[dict], target: int, meta: dict) -> str:
     rows = "\n".join(
         f"| {r['jobs']} | {n} | {r['seconds'] / 60:.1f} min | {60 * n / r['seconds']:.1f} | "
         f"{r['seconds'] / n:.1f} s | {r['peak'] / 2**30:.2f} GiB | "
-        f"{target / (60 * n / r['seconds']):.0f} min |" for r in runs)
+        f"{target / (60 * n / r['seconds']):.0f} min | {r['load'][0]:.1f} → {r['load'][1]:.1f} |"
+        for r in runs)
     scaled = "" if n == target else (
         f"\n- {n} submissions were graded, not {target}: the last column extrapolates linearly "
         f"(grading is one job per submission, so time grows with the class; memory does not).")
@@ -155,12 +157,13 @@ the default limits of `dvl grade` except `--timeout {meta['timeout']}`; every gr
 against the class's expectations. Peak memory: the sum of PSS of `dvl grade` and every process
 it started, sampled every 0.5 s.
 
-| `--jobs` | submissions | wall time | submissions / min | per submission | peak memory | {target} submissions |
-|---|---|---|---|---|---|---|
+| `--jobs` | submissions | wall time | submissions / min | per submission | peak memory | {target} submissions | load average |
+|---|---|---|---|---|---|---|---|
 {rows}
 
-- Machine: {meta['machine']}; load average {meta['load'][0]:.1f} at the start, {meta['load'][1]:.1f}
-  at the end (other processes shared the cores: slower than on an idle machine).{scaled}
+- Machine: {meta['machine']}. The load average (1 min, at the start and the end of each run)
+  counts the grader's own processes too; above `--jobs`, other work shared the cores and the
+  run was slower than on an idle machine.{scaled}
 - Command: `{meta['command']}` ({meta['date']}).
 """
 
@@ -193,7 +196,6 @@ def main(argv=None) -> None:
     base.mkdir(parents=True, exist_ok=True)
     submitted = base / "submitted"
     plan = make_class(args.students, submitted)
-    load_before = os.getloadavg()[0]
     runs = []
     for jobs in args.jobs:
         out = base / f"out-jobs{jobs}"
@@ -205,7 +207,7 @@ def main(argv=None) -> None:
         print(f"--jobs {jobs}: {args.students} submissions in {run['seconds']:.0f} s, "
               f"peak {run['peak'] / 2**30:.2f} GiB", flush=True)
         runs.append(run)
-    meta = {"machine": machine(), "load": (load_before, os.getloadavg()[0]), "timeout": args.timeout,
+    meta = {"machine": machine(), "timeout": args.timeout,
             "command": shlex.join(["python", os.path.relpath(sys.argv[0], ROOT), *sys.argv[1:]]),
             "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
     section = render(args.students, runs, args.target, meta)

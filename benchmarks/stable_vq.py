@@ -104,8 +104,8 @@ def render(r: dict) -> str:
     for key, v in r["variants"].items():
         label = VARIANTS[key][0]
         rows.append(f"| {label} | {v['nmse']:.4f} | {v['psnr']:.2f} dB | {v['ssim']:.4f} | "
-                    f"{v['perplexity']:.1f} | {v['codes_used']:.1%} | {v['window_used']:.1%} | "
-                    f"{duration(v['train_s'])} |")
+                    f"{v['perplexity']:.1f} | {v['codes_used']:.1%} | {v['train_used']:.1%} | "
+                    f"{v['window_used']:.1%} | {duration(v['train_s'])} |")
     curves = "\n".join(
         f"  - {VARIANTS[key][0]}: " + ", ".join(f"{s}: {u:.0%}" for s, u in v["used_curve"])
         for key, v in r["variants"].items())
@@ -115,8 +115,11 @@ def render(r: dict) -> str:
                   "fit in the benchmark's time budget on this machine)")
     target = r["variants"].get("ema_restarts")
     verdict = ("" if target is None else
-               f"\n- EMA + restarts uses {target['codes_used']:.1%} of the {cfg.num_codes} codes on the "
-               f"test split (target: at least 90%): {'met' if target['codes_used'] >= 0.9 else 'NOT met'}.")
+               f"\n- EMA + restarts uses {target['train_used']:.1%} of the {cfg.num_codes} codes on the "
+               f"training split and {target['codes_used']:.1%} on the test split (target: at least 90%; "
+               f"{'met on both' if min(target['train_used'], target['codes_used']) >= 0.9 else 'met on the training split only' if target['train_used'] >= 0.9 else 'NOT met'}). "
+               "The test split holds crops of other photographs than the training split: codes "
+               "that specialise in content of the training photographs find nothing to encode there.")
     return f"""{SECTION}
 
 `dvl_helpers.models.VQVAE` (the paper's CIFAR-10 network, sized by the preset) with K = {cfg.num_codes}
@@ -129,11 +132,12 @@ data order, {cfg.steps} steps{steps_note} × batch {cfg.batch_size}, Adam lr {cf
 Dead-code threshold {r['dead_threshold']:g} (EMA count in vectors per batch; a batch holds
 {cfg.batch_size * 64} vectors, {cfg.batch_size * 64 / cfg.num_codes:.0f} per code on average). Metrics over the whole
 test split ({r['n_test']} images, {r['n_test'] * 64} code positions); nMSE divides by the variance of the training images
-(1.0 = predicting the mean); perplexity and "codes used" pool the code counts of the whole test split;
-"used in training" is the share of codes chosen at least once in the last {r['usage_every']} training steps.
+(1.0 = predicting the mean); perplexity and "codes used (test)" pool the code counts of the whole test split,
+"codes used (train)" those of the whole training split (eval mode, after training), and "last window" is the
+share of codes chosen at least once in the last {r['usage_every']} training steps.
 
-| {cfg.name} preset, {cfg.dataset} ({r['n_train']} / {r['n_test']}), K = {cfg.num_codes} | test nMSE | test PSNR | test SSIM | perplexity | codes used (test) | used in training | train time |
-|---|---|---|---|---|---|---|---|
+| {cfg.name} preset, {cfg.dataset} ({r['n_train']} / {r['n_test']}), K = {cfg.num_codes} | test nMSE | test PSNR | test SSIM | test perplexity | codes used (test) | codes used (train) | last window | train time |
+|---|---|---|---|---|---|---|---|---|
 {chr(10).join(rows)}
 
 - Share of codes used per window of {r['usage_every']} training steps, by step:
@@ -168,11 +172,14 @@ def run(args) -> dict:
                             progress=args.progress, desc=f"{VARIANTS[key][0]} ({cfg.name})")
         train_s = time.perf_counter() - t_train
         scores = evaluate_vqvae(model, dvl.data.loader(test_set, 256, shuffle=False), data_variance=data_variance)
+        on_train = evaluate_vqvae(model, dvl.data.loader(train_set, 256, shuffle=False),
+                                  data_variance=data_variance)
         usage = np.asarray(history["usage"])
         used = (usage > 0).mean(axis=1)
         results[key] = {
             **{k: v for k, v in scores.items() if k != "usage"},
             "window_used": float(used[-1]),
+            "train_used": on_train["codes_used"], "train_perplexity": on_train["perplexity"],
             "used_curve": list(zip(history.steps("usage").tolist()[::3], used.tolist()[::3])),
             "train_s": train_s,
         }

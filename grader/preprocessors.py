@@ -144,7 +144,7 @@ class GuardedExecute(Execute):
         True, help="Undo the notebook's changes to the kernel around each test cell.",
     ).tag(config=True)
     guard_timeout = Integer(
-        10, help="Seconds the kernel has to answer the guard before a test cell.",
+        30, help="Seconds the kernel has to answer the guard around a test cell.",
     ).tag(config=True)
 
     _deadline: float | None = None
@@ -248,9 +248,11 @@ class GuardedExecute(Execute):
         cell, resources = super().preprocess_cell(cell, resources, index)
         after = self._guard("after")
         problem = None
-        if before["dvl_guard"] is None or (after is not None and after["dvl_guard"] is None):
+        if after is None:  # busy with something the test left running, or dead
+            problem = "the kernel did not answer after this test"
+        elif before["dvl_guard"] is None or after["dvl_guard"] is None:
             problem = "the notebook disabled the grader's kernel guard"
-        elif after is not None and after["dvl_guard"]["changed"]:
+        elif after["dvl_guard"]["changed"]:
             what = ", ".join(after["dvl_guard"]["changed"][:3])
             problem = f"the kernel was changed while this test ran ({what})"
         if problem:

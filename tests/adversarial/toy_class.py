@@ -89,6 +89,12 @@ class _Toy:
 
 WRONG = {"add": "def add(a, b):\n    return 0", "scale": "def scale(xs, k):\n    return []"}
 
+ATTACKS_WHAT = {
+    "input_transformer": "registers input transformers that turn every later cell into `pass`",
+    "ast_transformer": "registers an AST transformer that removes asserts and raises",
+    "exception_handler": "a custom exception handler, a silenced traceback and excepthook",
+    "guard_disabled": "replaces the kernel's do_execute to answer the grader's guard itself",
+}
 ATTACKS = {
     "input_transformer": """
         ip = get_ipython()  # every later cell, hidden tests included, becomes `pass`
@@ -210,7 +216,7 @@ def build(root: Path, marks: Path, gradebook: Path, protected: list[Path]) -> li
     # --- attacks that try to earn points (every answer wrong) ---------------------------------
     for name, src in ATTACKS.items():
         status = "kernel changed during test" if name == "guard_disabled" else "ok"
-        members.append(S(name, TOY, {}, 0, status=status, what=src.strip().splitlines()[0],
+        members.append(S(name, TOY, {}, 0, status=status, what=ATTACKS_WHAT[name],
                          extra={"nb": nb(WRONG, {"setup": src})}))
     members += [
         S("displayhook_credit", TOY, {}, 0, what="answers display a number (nbgrader's partial credit)",
