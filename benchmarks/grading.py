@@ -146,8 +146,8 @@ def render(n: int, runs: list[dict], target: int, meta: dict) -> str:
         f"{target / (60 * n / r['seconds']):.0f} min | {r['load'][0]:.1f} → {r['load'][1]:.1f} |"
         for r in runs)
     scaled = "" if n == target else (
-        f"\n- {n} submissions were graded, not {target}: the last column extrapolates linearly "
-        f"(grading is one job per submission, so time grows with the class; memory does not).")
+        f"\n- {n} submissions were graded, not {target}: the last column extrapolates linearly\n"
+        f"  (grading is one job per submission, so time grows with the class; memory does not).")
     return f"""{SECTION}
 
 `dvl grade` on a synthetic class of Phase-1 (`01_vqvae`) submissions (`benchmarks/grading.py`):
@@ -161,9 +161,10 @@ it started, sampled every 0.5 s.
 |---|---|---|---|---|---|---|---|
 {rows}
 
-- Machine: {meta['machine']}. The load average (1 min, at the start and the end of each run)
-  counts the grader's own processes too; above `--jobs`, other work shared the cores and the
-  run was slower than on an idle machine.{scaled}
+- Machine: {meta['machine']}.
+  The load average (1 min, at the start and the end of each run) counts the grader's own
+  processes too; above `--jobs`, other work shared the cores and the run was slower than on
+  an idle machine.{scaled}
 - Command: `{meta['command']}` ({meta['date']}).
 """
 

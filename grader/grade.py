@@ -173,7 +173,8 @@ def grade_submissions(submitted: str | Path, root: str | Path, out: str | Path =
         memory_mb: memory of one submission's processes, MiB (default 4096; 0: unlimited).
         parallel: submissions graded at the same time.
         resume: keep the results an earlier run into ``out`` saved for submissions
-            that have not changed since, grade only the others.
+            that have not changed since (nor has the assignment's source), grade only
+            the others.
         students: ``"FIRST:LAST"``, grade only student ids in that range (inclusive).
         kernel_uid: as root, kernels run as users from this id up (``None``: as root).
         on_result: called as ``on_result(result)`` after each submission.
@@ -210,6 +211,8 @@ def grade_submissions(submitted: str | Path, root: str | Path, out: str | Path =
         os.chmod(work, 0o711)  # kernels reach their own directory, list nothing
         template = _template(out, work)
     source = {a: {p.stem: read_notebook(p) for p in source_notebooks(out, a)} for a in ids}
+    # a result is kept by --resume only for the same submission graded by the same source
+    source_digest = {a: digest(out / "solutions" / a) for a in ids}
 
     options = {k: int(v) for k, v in [("cell_timeout", cell_timeout), ("memory_mb", memory_mb),
                                       ("notebook_timeout", notebook_timeout)] if v is not None}
@@ -231,7 +234,7 @@ def grade_submissions(submitted: str | Path, root: str | Path, out: str | Path =
             continue
         copy = out / "submitted" / student / assignment
         try:
-            fingerprint = digest(folder)
+            fingerprint = f"{digest(folder)}:{source_digest[assignment]}"
             digests[student, assignment] = fingerprint
             kept = load_result(out, student, assignment, fingerprint) if resume else None
             if kept is not None:

@@ -110,6 +110,18 @@ def test_a_crashed_run_keeps_what_it_graded_and_resume_grades_the_rest(course, t
     finally:
         nb.write_text(original)
 
+    # a changed source (a fixed hidden test, new data) makes every result stale
+    data = course["root"] / "solutions" / TOY / "values.txt"
+    before = data.read_text()
+    try:
+        data.write_text(before + "\n")
+        assert _grade(course, out, "--resume", "--jobs", "2") == 0
+        printed = capsys.readouterr().out
+        assert "kept" not in printed and all(f"  {s}/{TOY}" in printed for s in EXPECTED)
+        assert {s: float(r["total"]) for s, r in _rows(out).items()} == EXPECTED
+    finally:
+        data.write_text(before)
+
 
 @pytest.mark.slow
 def test_without_a_kernel_user_daemons_are_still_found_and_killed(course, tmp_path):
