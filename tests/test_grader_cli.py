@@ -143,6 +143,35 @@ def test_check_on_the_release_scores_zero(released, tmp_path, capsys):
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("answer, invert, expected", [
+    ("right", False, "nothing failed"),     # an answered release: the learner's Validate button is happy
+    ("none", True, "nothing passed"),       # the unanswered release: every test cell fails
+    ("wrong", False, "test_add failed"),
+])
+def test_nbgrader_validator_agrees(released, tmp_path, monkeypatch, answer, invert, expected):
+    from nbgrader.validator import Validator
+
+    monkeypatch.setenv("DVL_PRESET", "smoke")
+    path = tmp_path / f"{TOY}.ipynb"
+    shutil.copyfile(released / "course" / TOY / "values.txt", tmp_path / "values.txt")
+    if answer == "none":
+        shutil.copyfile(released / "course" / TOY / f"{TOY}.ipynb", path)
+    else:
+        source = "def add(a, b):\n    return a - b\n" if answer == "wrong" else None
+        write_notebook(_answer(released, "add", source), path)
+    results = Validator(invert=invert).validate(str(path))
+    assert not results.get("changed") and not results.get("type_changed"), results
+    failed = [c["source"].splitlines()[0] for c in results.get("failed", [])]
+    passed = [c["source"].splitlines()[0] for c in results.get("passed", [])]
+    if expected == "nothing failed":
+        assert not failed, failed
+    elif expected == "nothing passed":
+        assert not passed, passed
+    else:
+        assert len(failed) == 1 and "add" in failed[0], failed
+
+
+@pytest.mark.slow
 def test_check_reports_hidden_failures_by_message_only(released, tmp_path, capsys):
     # Passes the visible test, fails a hidden one: changes xs in place.
     nb = _answer(released, "scale", "def scale(xs, k):\n    for i in range(len(xs)):\n"
