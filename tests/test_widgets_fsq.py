@@ -5,7 +5,7 @@ import ipywidgets
 import numpy as np
 import pytest
 
-from dvl_helpers import widgets as W
+from dvl_helpers.widgets import fsq as W
 from dvl_helpers.widgets import FSQGridExplorer, fsq_grid_explorer
 
 
@@ -26,7 +26,7 @@ def test_odd_levels_are_the_papers_plain_tanh():
     z = np.linspace(-3, 3, 101)
     for level in (3, 5, 7):
         half = (level - 1) / 2
-        assert np.allclose(W._fsq_bound(z, np.array(level)), half * (1 - 1e-3) * np.tanh(z))
+        assert np.allclose(W._fsq_bound(z, np.array(level)), half * (1 + 1e-3) * np.tanh(z))
 
 
 def test_indices_number_the_grid_without_gaps():
@@ -60,8 +60,8 @@ def test_is_a_vbox_with_its_controls(explorer):
 def test_state_is_the_path_of_the_point(explorer):
     s = explorer.state()
     assert s["dims"] == 3 and s["levels"] == [8, 5, 5] and s["codebook_size"] == 200
-    # z = 0.7 with L = 8: 3.4965 tanh(0.7 + tan(0.5 / 3.4965)) - 0.5 = 1.905 -> 2 -> 2/4
-    assert s["bounded"][0] == pytest.approx(1.905, abs=1e-3)
+    # z = 0.7 with L = 8: 3.5035 tanh(0.7 + atanh(0.5 / 3.5035)) - 0.5 = 1.910 -> 2 -> 2/4
+    assert s["bounded"][0] == pytest.approx(1.910, abs=1e-3)
     assert s["rounded"] == [2, -1, 2] and s["normalised"] == [0.5, -0.5, 1.0]
     assert s["index"] == (2 + 4) + 8 * (-1 + 2) + 40 * (2 + 2)
     assert "code <b>174</b> of 200" in explorer.status.value
