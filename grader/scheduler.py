@@ -18,6 +18,7 @@ import multiprocessing as mp
 import multiprocessing.connection
 import os
 import signal
+import threading
 import sys
 import types
 from time import monotonic
@@ -94,6 +95,29 @@ def _collect(job: Job, payload: dict | None, exitcode: int | None,
     return result
 
 
+@contextlib.contextmanager
+def _stop_signals_as_interrupt():
+    """SIGTERM and SIGHUP (``kill``, a closed terminal, a batch system stopping the job) take
+    the path of Ctrl-C: running children are stopped, results written so far are kept.
+
+    Without this the default action ends the grader at once and its children, in sessions
+    of their own, grade on with nobody to collect their results.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt(signal.Signals(signum).name)
+
+    previous = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
 def kernel_users(base: int | None, parallel: int):
     """A lease of one kernel user per slot (``None`` unless root and ``base``), and whether
     kernels must keep the right to read files (the Python installation is not readable by them)."""
@@ -128,25 +152,31 @@ def run_jobs(jobs: list[Job], *, parallel: int = 1, on_result=None,
     results: dict[int, SubmissionResult] = {}
     free = list(range(max(1, parallel)))
     try:
-        while pending or running:
-            while pending and free:
-                i, job = pending.pop(0)
-                slot = free.pop(0)
-                job.kernel_uid, job.keep_read = uids[slot], keep_read
-                reader, writer = ctx.Pipe(duplex=False)
-                proc = ctx.Process(target=child_main, args=(job, writer), name=f"grade-{job.student}")
-                with _main_module_hidden():
-                    proc.start()
-                writer.close()
-                running[i] = (job, proc, monotonic(), reader, slot, [None])
-            _wait(running, pending, free, results, on_result)
-    finally:  # interrupted (Ctrl-C): children live in sessions of their own, stop them
+        with _stop_signals_as_interrupt():
+            _run(ctx, pending, running, results, free, uids, keep_read, on_result)
+    finally:  # interrupted (Ctrl-C, SIGTERM): children live in sessions of their own, stop them
         for job, proc, *_ in running.values():
             _kill(job, proc)
             clean_up(job)
         if lease:
             lease.close()
     return [results[i] for i in range(len(jobs))]
+
+
+def _run(ctx, pending, running, results, free, uids, keep_read, on_result) -> None:
+    """Start jobs as slots free up until every one has a result."""
+    while pending or running:
+        while pending and free:
+            i, job = pending.pop(0)
+            slot = free.pop(0)
+            job.kernel_uid, job.keep_read = uids[slot], keep_read
+            reader, writer = ctx.Pipe(duplex=False)
+            proc = ctx.Process(target=child_main, args=(job, writer), name=f"grade-{job.student}")
+            with _main_module_hidden():
+                proc.start()
+            writer.close()
+            running[i] = (job, proc, monotonic(), reader, slot, [None])
+        _wait(running, pending, free, results, on_result)
 
 
 def _wait(running, pending, free, results, on_result) -> None:

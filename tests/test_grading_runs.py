@@ -123,6 +123,61 @@ def test_a_crashed_run_keeps_what_it_graded_and_resume_grades_the_rest(course, t
         data.write_text(before)
 
 
+def _descendants(pid: int) -> set[int]:
+    """Every live process below ``pid`` (from /proc)."""
+    parents = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        parents[int(stat.parent.name)] = int(fields[1])
+    found, frontier = set(), {pid}
+    while frontier:
+        frontier = {p for p, parent in parents.items() if parent in frontier} - found
+        found |= frontier
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads the process tree from /proc")
+def test_sigterm_stops_the_run_and_every_process_it_started(course, tmp_path, capsys):
+    out = tmp_path / "out"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "grader.cli", "grade", str(course["submitted"]), "--root",
+         str(course["root"]), "--out", str(out), "--timeout", "30", "--jobs", "2"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline, started = time.monotonic() + 240, set()
+    # wait for a grading child and its kernel (a kernel is started with a connection file)
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, "dvl grade ended before it was stopped"
+        started = _descendants(proc.pid)
+        cmdlines = [Path(f"/proc/{p}/cmdline").read_bytes() if _alive(p) else b"" for p in started]
+        if any(b"grader.sandbox" in c or b"ipykernel" in c for c in cmdlines):
+            break
+        time.sleep(0.1)
+    assert started, "no grading process was seen"
+    proc.send_signal(signal.SIGTERM)    # `kill`, or a batch system stopping the job
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "interrupted" in err, (proc.returncode, err[-2000:])
+    deadline = time.monotonic() + 10
+    while any(_alive(p) for p in started) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    left = [p for p in started if _alive(p)]
+    assert not left, f"processes of the stopped run still alive: {left}"
+    # what was graded before the stop is kept; --resume grades the rest
+    assert _grade(course, out, "--resume") == 0
+    assert {s: float(r["total"]) for s, r in _rows(out).items()} == EXPECTED
+
+
 @pytest.mark.slow
 def test_without_a_kernel_user_daemons_are_still_found_and_killed(course, tmp_path):
     """Grading as the kernels' own user (not root, or --kernel-uid -1): a daemon that left its
