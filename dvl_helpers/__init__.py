@@ -13,16 +13,24 @@ Modules, one concept each:
 - ``viz``        image grids, reconstructions, training curves (each returns a figure)
 - ``quantizers`` reference implementations of what the phases build (for later phases)
 - ``vae``        the Phase 0 VAE: reparameterization, Gaussian KL, negative ELBO
+- ``gumbel``     the Phase 3 dVAE: Gumbel-softmax, temperature schedules, ``GumbelQuantizer``
+- ``hierarchical`` the Phase 4 many-codebook quantizers: residual, product, two-level (``VQVAE2``)
+- ``fsq``        the Phase 6 codebook-free quantizers: FSQ and LFQ (``FSQ``, ``LFQ``)
 - ``models``     reference models assembled from the pieces above
+- ``vqgan``      the Phase 5 VQGAN: GAN losses, adaptive weight, perceptual distance, PatchGAN, training loop
+- ``transformer`` plain transformer blocks and the Phase 8 code priors (GPT and MaskGIT)
+- ``priors``     the Phase 8 samplers: top-k, autoregressive, MaskGIT; prior training, bits per code
 - ``widgets``    the interactive explorers used in the notebooks
 """
-from . import data, metrics, models, nn, presets, quantizers, vae, viz, widgets
+from . import (data, fsq, gumbel, hierarchical, metrics, models, nn, presets, priors, quantizers,
+               transformer, vae, viz, vqgan, widgets)
 from .presets import Preset, get_preset
 from .startup import seed_everything, setup
 from .training import History, train
 
 __all__ = [
-    "Preset", "History", "data", "get_preset", "metrics", "models", "nn", "presets",
-    "quantizers", "seed_everything", "setup", "train", "vae", "viz", "widgets",
+    "Preset", "History", "data", "fsq", "get_preset", "gumbel", "hierarchical", "metrics", "models",
+    "nn", "presets", "priors", "quantizers", "seed_everything", "setup", "train", "transformer", "vae",
+    "viz", "vqgan", "widgets",
 ]
 __version__ = "0.1.0"

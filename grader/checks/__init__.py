@@ -22,6 +22,17 @@ Modules:
 - ``stable_vq`` phase ``02_stable_vq``: EMA codebook update, k-means
   initialisation, dead codes and their restarts, the entropy regulariser,
   the EMA quantizer layer.
+- ``gumbel``   phase ``03_gumbel_dvae``: Gumbel noise, Gumbel-softmax (soft and
+  straight-through hard, statistical tests with fixed generators), temperature
+  schedules, the KL to a uniform prior, the dVAE quantizer.
+- ``hierarchical_vq`` phase ``04_hierarchical_vq``: residual and product quantization, the residual and product VQ layers, the VQ-VAE-2 two-level wiring.
+- ``vqgan``    phase ``05_vqgan``: hinge and non-saturating GAN losses, the adaptive weight, the perceptual (LPIPS) distance, the discriminator warm-up, the PatchGAN receptive field.
+- ``fsq_lfq``  phase ``06_fsq_lfq``: FSQ bound, straight-through rounding, codes and
+  their mixed-radix indices, LFQ signs and bit indices, the LFQ entropy loss, the
+  FSQ and LFQ layers.
+- ``priors``   phase ``08_priors``: causal mask, top-k filter, sampling (chi-square tests
+  with fixed generators), autoregressive sampling, MaskGIT schedule, decode step and
+  generation.
 
 Checks keep their references inside ``grader`` (in float64), never import
 ``dvl_helpers``, use their own random generators, never print and never warn.
