@@ -129,14 +129,44 @@ uses {r['chunks']} chunks of {cfg.code_dim // r['chunks']} channels; the two-lev
 split; nMSE divides the MSE by the variance of the training pixels; "codes used" is the share of each
 codebook's K codes (per stage, chunk or level) chosen at least once on the test split.
 
+![Test PSNR against bits per image](figures/rate_distortion_{cfg.name}.png)
+
 | model | bits per image | test nMSE | test PSNR | codes used (per codebook) | train time |
 |---|---|---|---|---|---|
 {chr(10).join(rows)}
 {pending}
 - Machine: {r['machine']}; device {cfg.device}; load average {r['load_start']:.1f} at the start
   (other processes share the cores when it is above 0); whole run so far {duration(r['elapsed'])}.
-- Command: `nice -n 5 {r['command']}` (seed 0, {r['date']} UTC).
+- Command: `{r['command']}` (seed 0, {r['date']} UTC).
 """
+
+
+def plot(r: dict, path: Path) -> None:
+    """Rate against distortion: test PSNR [dB] against bits per image, one marker per model,
+    the residual model as a curve over its depths."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for run, v in r["runs"].items():
+        if run == "residual":
+            depths = list(v["depths"].values())
+            ax.plot([d["bits"] for d in depths], [d["psnr"] for d in depths], "o-", label="residual, by depth")
+            continue
+        ax.plot(v["bits"], v["psnr"], "s", markersize=8, label=run)
+        if run == "two-level":
+            ax.plot(v["top_bits"], v["top_only"]["psnr"], "x", markersize=8, label="two-level, top codes only")
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("bits per image")
+    ax.set_ylabel("test PSNR [dB]")
+    ax.set_title(f"Rate against distortion ({r['cfg'].name} preset, {r['cfg'].dataset})")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
 
 
 def main(argv=None):
@@ -190,6 +220,7 @@ def main(argv=None):
         if args.no_write:
             continue
         path = Path(args.results)
+        plot(r, path.parent / "figures" / f"rate_distortion_{cfg.name}.png")
         path.write_text(replace_section(path.read_text() if path.exists() else "", section))
     if args.no_write:
         print(render(r))
