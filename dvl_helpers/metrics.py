@@ -9,7 +9,6 @@ by the variance of the data, so 1.0 is "as good as predicting the mean image".
 from __future__ import annotations
 
 import torch
-from torchmetrics.functional.image import structural_similarity_index_measure
 
 from .nn import check_shape
 
@@ -60,6 +59,10 @@ def ssim(x_rec: torch.Tensor, x: torch.Tensor, data_range: float = 1.0,
 
     Images smaller than the window (e.g. 8x8) use a window of their own size, rounded to odd.
     """
+    # imported here: torchmetrics pulls in torchvision and takes seconds, and every
+    # notebook (and every graded submission) imports this package
+    from torchmetrics.functional.image import structural_similarity_index_measure
+
     _pair(x_rec, x)
     size = min(11, min(x.shape[-2:]) // 2 * 2 - 1)
     per_image = structural_similarity_index_measure(
