@@ -370,6 +370,18 @@ def lfq_entropy_loss(z, tau=0.01, gamma=1.0):
 
 # --------------------------------------------------------------------------- modules
 
+class _RoundSTE(torch.autograd.Function):
+    """:func:`round_ste` as one autograd node: round forward, the gradient passed on as it came."""
+
+    @staticmethod
+    def forward(ctx, z):
+        return torch.round(z)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad
+
+
 def _to_channels_last(z_e, name, channels):
     if not isinstance(z_e, torch.Tensor) or z_e.dim() < 2 or z_e.shape[1] != channels:
         raise ValueError(f"{name} must be a channel-first tensor [B, {channels}, ...] "
@@ -417,20 +429,50 @@ class FSQ(nn.Module):
         lv, basis = _level_tensors(self.levels, None)
         self.register_buffer("_levels", lv, persistent=False)
         self.register_buffer("_basis", basis, persistent=False)
+        # fsq_bound's constants, computed once (float64, cast to the input's precision per call)
+        lvd = lv.double()
+        half = (lvd - 1) * (1 + self.eps) / 2
+        offset = (lv % 2 == 0).double() * 0.5
+        constants = torch.stack([half, offset, torch.atanh(offset / half), (lv // 2).double(),
+                                 basis.double()])
+        self.register_buffer("_constants", constants, persistent=False)   # [5, d]
 
     def extra_repr(self):
         return f"levels={list(self.levels)}, dim={self.dim}, num_codes={self.num_codes}"
 
     def forward(self, z_e):
-        z = self.project_in(_to_channels_last(z_e, "z_e", self.dim))
+        z = _to_channels_last(z_e, "z_e", self.dim)
+        projected = self.dim != self.code_dim
+        # without projections the math runs channel-first on z_e itself: no strided copies
+        z, axis = (self.project_in(z), -1) if projected else (z_e, 1)
         with torch.autocast(z.device.type, enabled=False):
-            codes = _quantize(z.to(_work_dtype(z)), self._levels, self.eps)
-            indices = _codes_to_indices(codes.detach(), self._levels, self._basis)
-        z_q = self.project_out(codes.to(z.dtype) if self.dim != self.code_dim else codes)
+            codes, indices = self._quantize(z.to(_work_dtype(z)), axis)
         usage = torch.bincount(indices.reshape(-1), minlength=self.num_codes).float()
         info = {"indices": indices, "perplexity": perplexity(usage), "usage": usage,
-                "codes": codes.detach()}
-        return z_q.movedim(-1, 1), z_e.new_zeros(()), info
+                "codes": codes.detach().movedim(axis, -1)}
+        if projected:
+            codes = self.project_out(codes.to(z.dtype)).movedim(-1, 1)
+        return codes, z_e.new_zeros(()), info
+
+    def _quantize(self, z, axis):
+        """``fsq_quantize`` and ``fsq_codes_to_indices`` along ``axis`` of ``z``, in few passes.
+
+        The same numbers as the functions (tests compare them), computed for speed: one
+        straight-through round that costs nothing in the backward pass, and the indices
+        from the rounded digits instead of from the rescaled codes.
+        """
+        shape = [1] * z.dim()
+        shape[axis] = self.code_dim
+        half, offset, shift, half_width, basis = (c.to(z.dtype).view(shape) for c in self._constants)
+        bounded = torch.tanh(z + shift) * half - offset
+        digits = _RoundSTE.apply(bounded)                # in -(L//2) .. L - L//2 - 1
+        codes = digits / half_width
+        with torch.no_grad():
+            if self.num_codes <= 2 ** 24:                # float32 sums of integers are exact here
+                indices = ((digits + half_width) * basis).sum(dim=axis).long()
+            else:
+                indices = ((digits + half_width).long() * basis.long()).sum(dim=axis)
+        return codes, indices
 
     @property
     def implicit_codebook(self):

@@ -262,3 +262,31 @@ def test_fsq_module_under_bfloat16_autocast_keeps_float32_codes():
         _, _, info = fsq(z)
     assert info["codes"].dtype == torch.float32
     assert torch.equal(info["indices"], fsq.codes_to_indices(info["codes"]))
+
+
+@pytest.mark.parametrize("levels", LEVEL_LISTS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_fsq_module_fast_path_equals_the_functions_values_and_gradients(levels, dtype):
+    """FSQ.forward fuses the rounding and reads indices from digits: same numbers as the functions."""
+    torch.manual_seed(1)
+    d = len(levels)
+    z_e = (3 * torch.randn(3, d, 5, 4, dtype=dtype)).requires_grad_(True)
+    z_q, _, info = R.FSQ(levels)(z_e)
+    z_ref = z_e.detach().clone().requires_grad_(True)
+    codes = R.fsq_quantize(z_ref.movedim(1, -1), levels)
+    assert z_q.dtype == dtype and torch.equal(z_q.movedim(1, -1), codes)
+    assert torch.equal(info["indices"], R.fsq_codes_to_indices(codes, levels))
+    weights = torch.randn_like(z_q)
+    (z_q * weights).sum().backward()
+    (codes * weights.movedim(1, -1)).sum().backward()
+    tol = 1e-5 if dtype == torch.float32 else 1e-12       # constants rounded to float32 once vs per call
+    assert torch.allclose(z_e.grad, z_ref.grad, rtol=tol, atol=tol * z_ref.grad.abs().max())
+
+
+def test_fsq_module_indices_stay_exact_beyond_float32_integers():
+    levels = [8] * 9                                          # 2^27 codes: above float32's 2^24
+    fsq = R.FSQ(levels)
+    codes = R.fsq_indices_to_codes(torch.tensor([0, 2 ** 27 - 1, 2 ** 24 + 1, 123456789]), levels)
+    z = torch.atanh((codes * 4 + 0.5) / (3.5 * 1.001)) - torch.atanh(torch.tensor(0.5 / 3.5035))
+    _, _, info = fsq(z.T.unsqueeze(0))
+    assert info["indices"].tolist() == [[0, 2 ** 27 - 1, 2 ** 24 + 1, 123456789]]
