@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import platform
 import re
 import shlex
 import sys
@@ -15,12 +16,37 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "docs" / "results.md"
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from benchmarks.stable_vq import cpu_model, duration, machine, python  # noqa: E402,F401
 
 HEADER = "# Results\n\nBenchmark and training-quality numbers of the course; each section says how it was made.\n"
+
+
+def cpu_model() -> str:
+    """The CPU's model name from ``/proc/cpuinfo`` (the platform's machine type where there is none)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return platform.processor() or platform.machine()
+    found = re.search(r"^model name\s*:\s*(.+)$", text, re.MULTILINE)
+    return found.group(1).strip() if found else platform.machine()
+
+
+def machine() -> str:
+    """Cores, CPU, torch and its threads, Python, and the GPU if there is one."""
+    import torch  # here, so that the scripts that do not train (grading) need not import it
+
+    gpu = f", GPU {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else ""
+    return (f"{os.cpu_count()} cores ({cpu_model()}), torch {torch.__version__} "
+            f"with {torch.get_num_threads()} threads, Python {platform.python_version()}{gpu}")
+
+
+def python() -> str:
+    """The interpreter as typed from the repository root: ``.venv/bin/python`` for the course's venv."""
+    exe = Path(sys.executable)
+    return os.path.relpath(exe, ROOT) if exe.is_relative_to(ROOT) else "python"
+
+
+def duration(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
 
 
 def command(argv: list[str] | None = None) -> str:
@@ -34,9 +60,14 @@ def now() -> str:
     return dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
 
 
+def _section_pattern(title: str) -> re.Pattern:
+    """The section headed ``title``: its heading line and all up to the next ``## `` heading or the end."""
+    return re.compile(rf"^{re.escape(title)}[ \t]*\n.*?(?=^## |\Z)", re.MULTILINE | re.DOTALL)
+
+
 def replace_section(text: str, title: str, section: str) -> str:
     """``text`` with the section headed ``title`` replaced by ``section`` (appended if absent)."""
-    pattern = re.compile(rf"^{re.escape(title)}[ \t]*\n.*?(?=^## |\Z)", re.MULTILINE | re.DOTALL)
+    pattern = _section_pattern(title)
     section = section.rstrip("\n") + "\n\n"
     if pattern.search(text):
         return pattern.sub(lambda _: section, text, count=1).rstrip("\n") + "\n"
@@ -49,8 +80,7 @@ def read_section(path: Path, title: str) -> str:
     """The current text of the section headed ``title`` in ``path`` ('' when absent)."""
     if not path.exists():
         return ""
-    pattern = re.compile(rf"^{re.escape(title)}[ \t]*\n.*?(?=^## |\Z)", re.MULTILINE | re.DOTALL)
-    found = pattern.search(path.read_text())
+    found = _section_pattern(title).search(path.read_text())
     return found.group(0) if found else ""
 
 

@@ -19,10 +19,8 @@ wrong grader cannot post a number.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import os
 import platform
-import re
 import shlex
 import shutil
 import subprocess
@@ -35,11 +33,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks._common import RESULTS, cpu_model, now, write_section  # noqa: E402
 from grader.notebooks import read_notebook  # noqa: E402
 from grader.synthetic import build_class, write_class  # noqa: E402
 
 SECTION = "## Grading throughput"
-RESULTS = ROOT / "docs" / "results.md"
 PHASE = "01_vqvae"
 
 
@@ -130,13 +128,9 @@ def check(out: Path, plan: dict) -> list[str]:
 
 
 def machine() -> str:
-    try:
-        model = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo")
-                     if line.startswith("model name"))
-    except (OSError, StopIteration):
-        model = platform.processor() or "unknown CPU"
+    """Cores, CPU, memory and Python: grading runs no torch, so not :func:`benchmarks._common.machine`."""
     mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    return f"{os.cpu_count()} cores ({model}), {mem:.0f} GiB RAM, Python {platform.python_version()}"
+    return f"{os.cpu_count()} cores ({cpu_model()}), {mem:.0f} GiB RAM, Python {platform.python_version()}"
 
 
 def render(n: int, runs: list[dict], target: int, meta: dict) -> str:
@@ -167,15 +161,6 @@ it started, sampled every 0.5 s.
   an idle machine.{scaled}
 - Command: `{meta['command']}` ({meta['date']}).
 """
-
-
-def replace_section(text: str, section: str) -> str:
-    """``text`` with the section under :data:`SECTION` replaced by ``section`` (appended if absent)."""
-    pattern = re.compile(rf"^{re.escape(SECTION)}[ \t]*\n.*?(?=^## |\Z)", re.MULTILINE | re.DOTALL)
-    section = section.rstrip("\n") + "\n\n"
-    if pattern.search(text):
-        return pattern.sub(lambda _: section, text, count=1).rstrip("\n") + "\n"
-    return text.rstrip("\n") + "\n\n" + section.rstrip("\n") + "\n"
 
 
 def main(argv=None) -> None:
@@ -210,12 +195,11 @@ def main(argv=None) -> None:
         runs.append(run)
     meta = {"machine": machine(), "timeout": args.timeout,
             "command": shlex.join(["python", os.path.relpath(sys.argv[0], ROOT), *sys.argv[1:]]),
-            "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
+            "date": now()}
     section = render(args.students, runs, args.target, meta)
     print(section)
     if not args.no_write:
-        old = args.results.read_text() if args.results.exists() else ""
-        args.results.write_text(replace_section(old, section))
+        write_section(args.results, SECTION, section)
     if not args.keep:
         shutil.rmtree(base, ignore_errors=True)
 

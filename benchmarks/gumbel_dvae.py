@@ -33,25 +33,14 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "benchmarks"))
 
+from benchmarks._common import RESULTS, duration, machine, python, write_section  # noqa: E402
 import dvl_helpers as dvl  # noqa: E402
 from dvl_helpers.gumbel import GumbelQuantizer, make_dvae_step  # noqa: E402
 from dvl_helpers.models import VQVAE, evaluate_vqvae, make_vqvae_step  # noqa: E402
 from dvl_helpers.quantizers import VectorQuantizer  # noqa: E402
-from stable_vq import duration, machine, python  # noqa: E402
 
 SECTION = "## Phase 3 — Gumbel-softmax dVAE"
-RESULTS = ROOT / "docs" / "results.md"
-
-
-def replace_section(text: str, section: str) -> str:
-    import re
-    pattern = re.compile(rf"^{re.escape(SECTION)}[ \t]*\n.*?(?=^## |\Z)", re.MULTILINE | re.DOTALL)
-    section = section.rstrip("\n") + "\n\n"
-    if pattern.search(text):
-        return pattern.sub(lambda _: section, text, count=1).rstrip("\n") + "\n"
-    return text.rstrip("\n") + "\n\n" + section.rstrip("\n") + "\n"
 
 
 def build(cfg, quantizer):
@@ -150,7 +139,7 @@ def main(argv=None):
                   preset_steps)
     print(text)
     if not args.no_write:
-        RESULTS.write_text(replace_section(RESULTS.read_text() if RESULTS.exists() else "", text))
+        write_section(RESULTS, SECTION, text)
 
 
 if __name__ == "__main__":

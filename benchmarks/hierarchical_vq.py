@@ -26,8 +26,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import os
-import platform
-import re
 import shlex
 import sys
 import time
@@ -38,47 +36,14 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks._common import RESULTS, duration, machine, python, write_section  # noqa: E402
 import dvl_helpers as dvl  # noqa: E402
 from dvl_helpers import hierarchical as hvq  # noqa: E402
 from dvl_helpers.models import from_preset  # noqa: E402
 from dvl_helpers.quantizers import VectorQuantizer  # noqa: E402
 
 SECTION = "## Phase 4 — hierarchical VQ"
-RESULTS = ROOT / "docs" / "results.md"
 RUNS = ("VQ", "residual", "product", "two-level")
-
-
-def cpu_model() -> str:
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return platform.processor() or platform.machine()
-    found = re.search(r"^model name\s*:\s*(.+)$", text, re.MULTILINE)
-    return found.group(1).strip() if found else platform.machine()
-
-
-def machine() -> str:
-    gpu = f", GPU {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else ""
-    return (f"{os.cpu_count()} cores ({cpu_model()}), torch {torch.__version__} "
-            f"with {torch.get_num_threads()} threads, Python {platform.python_version()}{gpu}")
-
-
-def python() -> str:
-    exe = Path(sys.executable)
-    return os.path.relpath(exe, ROOT) if exe.is_relative_to(ROOT) else "python"
-
-
-def duration(seconds: float) -> str:
-    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
-
-
-def replace_section(text: str, section: str) -> str:
-    """``text`` with the section under :data:`SECTION` replaced by ``section`` (appended if absent)."""
-    pattern = re.compile(rf"^{re.escape(SECTION)}[ \t]*\n.*?(?=^## |\Z)", re.MULTILINE | re.DOTALL)
-    section = section.rstrip("\n") + "\n\n"
-    if pattern.search(text):
-        return pattern.sub(lambda _: section, text, count=1).rstrip("\n") + "\n"
-    return text.rstrip("\n") + "\n\n" + section.rstrip("\n") + "\n"
 
 
 def build(run, cfg, num_stages, num_chunks):
@@ -221,7 +186,7 @@ def main(argv=None):
             continue
         path = Path(args.results)
         plot(r, path.parent / "figures" / f"rate_distortion_{cfg.name}.png")
-        path.write_text(replace_section(path.read_text() if path.exists() else "", section))
+        write_section(path, SECTION, section)
     if args.no_write:
         print(render(r))
 

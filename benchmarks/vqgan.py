@@ -22,11 +22,7 @@ of that section, leaving the others alone)::
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import os
-import platform
-import re
-import shlex
 import sys
 import time
 from pathlib import Path
@@ -36,38 +32,13 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks._common import RESULTS, command, duration, machine, now, write_section  # noqa: E402
 import dvl_helpers as dvl  # noqa: E402
 from dvl_helpers.models import evaluate_vqvae, from_preset, make_vqvae_step, reconstruct  # noqa: E402
 from dvl_helpers.quantizers import EMAVectorQuantizer  # noqa: E402
 from dvl_helpers.vqgan import FeatureNet, PatchDiscriminator, frechet_feature_distance, train_vqgan  # noqa: E402
 
 SECTION = "## Phase 5 — VQGAN"
-RESULTS = ROOT / "docs" / "results.md"
-
-
-def machine() -> str:
-    model = platform.machine()
-    try:
-        found = re.search(r"^model name\s*:\s*(.+)$", Path("/proc/cpuinfo").read_text(), re.MULTILINE)
-        model = found.group(1).strip() if found else model
-    except OSError:
-        pass
-    gpu = f", GPU {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else ""
-    return (f"{os.cpu_count()} cores ({model}), torch {torch.__version__} with "
-            f"{torch.get_num_threads()} threads, Python {platform.python_version()}{gpu}")
-
-
-def duration(seconds: float) -> str:
-    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
-
-
-def replace_section(text: str, section: str) -> str:
-    """``text`` with the section under :data:`SECTION` replaced by ``section`` (appended if absent)."""
-    pattern = re.compile(rf"^{re.escape(SECTION)}[ \t]*\n.*?(?=^## |\Z)", re.MULTILINE | re.DOTALL)
-    section = section.rstrip("\n") + "\n\n"
-    if pattern.search(text):
-        return pattern.sub(lambda _: section, text, count=1).rstrip("\n") + "\n"
-    return text.rstrip("\n") + "\n\n" + section.rstrip("\n") + "\n"
 
 
 def build(cfg):
@@ -116,9 +87,7 @@ def run(args) -> dict:
     return {"cfg": cfg, "rows": rows, "n_test": len(test_set), "n_train": len(train_set),
             "feature_net": feature_net.kind, "disc_start": disc_start, "machine": machine(),
             "load": (load_before, os.getloadavg()[0]), "total_s": time.perf_counter() - start_all,
-            "command": shlex.join([".venv/bin/python" if ".venv" in sys.executable else "python",
-                                   os.path.relpath(sys.argv[0], ROOT), *sys.argv[1:]]),
-            "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
+            "command": command(), "date": now()}
 
 
 def render(r: dict) -> str:
@@ -175,8 +144,7 @@ def main(argv=None) -> None:
     section = render(run(args))
     print(section)
     if not args.no_write:
-        old = args.results.read_text() if args.results.exists() else ""
-        args.results.write_text(replace_section(old, section))
+        write_section(args.results, SECTION, section)
         print(f"updated {os.path.relpath(args.results)}")
 
 

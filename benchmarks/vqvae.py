@@ -19,11 +19,7 @@ the ``## Phase 1 — VQ-VAE (reference)`` section of ``docs/results.md``
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import os
-import platform
-import re
-import shlex
 import sys
 import time
 from pathlib import Path
@@ -33,48 +29,12 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks._common import RESULTS, command, duration, machine, now, write_section  # noqa: E402
 import dvl_helpers as dvl  # noqa: E402
 from dvl_helpers.models import evaluate_vqvae, from_preset, make_vqvae_step  # noqa: E402
 from dvl_helpers.quantizers import VectorQuantizer  # noqa: E402
 
 SECTION = "## Phase 1 — VQ-VAE (reference)"
-RESULTS = ROOT / "docs" / "results.md"
-
-
-def cpu_model() -> str:
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return platform.processor() or platform.machine()
-    found = re.search(r"^model name\s*:\s*(.+)$", text, re.MULTILINE)
-    return found.group(1).strip() if found else platform.machine()
-
-
-def machine() -> str:
-    gpu = f", GPU {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else ""
-    return (f"{os.cpu_count()} cores ({cpu_model()}), torch {torch.__version__} "
-            f"with {torch.get_num_threads()} threads, Python {platform.python_version()}{gpu}")
-
-
-def python() -> str:
-    """The interpreter as typed from the repository root: ``.venv/bin/python`` for the course's venv."""
-    exe = Path(sys.executable)
-    return os.path.relpath(exe, ROOT) if exe.is_relative_to(ROOT) else "python"
-
-
-def duration(seconds: float) -> str:
-    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
-
-
-def replace_section(text: str, section: str) -> str:
-    """``text`` with the section under :data:`SECTION` replaced by ``section`` (appended if absent)."""
-    pattern = re.compile(rf"^{re.escape(SECTION)}[ \t]*\n.*?(?=^## |\Z)", re.MULTILINE | re.DOTALL)
-    section = section.rstrip("\n") + "\n\n"
-    if pattern.search(text):
-        return pattern.sub(lambda _: section, text, count=1).rstrip("\n") + "\n"
-    if not text.strip():
-        text = "# Results\n\nBenchmark and training-quality numbers of the course; each section says how it was made.\n"
-    return text.rstrip("\n") + "\n\n" + section.rstrip("\n") + "\n"
 
 
 def render(r: dict) -> str:
@@ -154,8 +114,8 @@ def run(args) -> dict:
         "train_s": train_s, "total_s": time.perf_counter() - t0,
         "machine": machine(), "device": str(device),
         "load": (load_before, os.getloadavg()[0]),
-        "command": shlex.join([python(), os.path.relpath(sys.argv[0], ROOT), *sys.argv[1:]]),
-        "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "command": command(),
+        "date": now(),
     }
 
 
@@ -177,9 +137,7 @@ def main(argv=None) -> None:
     section = render(run(args))
     print(section)
     if not args.no_write:
-        args.results.parent.mkdir(parents=True, exist_ok=True)
-        old = args.results.read_text() if args.results.exists() else ""
-        args.results.write_text(replace_section(old, section))
+        write_section(args.results, SECTION, section)
         print(f"updated {os.path.relpath(args.results)}")
 
 

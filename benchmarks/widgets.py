@@ -18,11 +18,8 @@ others alone)::
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import os
 import platform
-import re
-import shlex
 import sys
 import time
 from pathlib import Path
@@ -33,12 +30,12 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks._common import RESULTS, command, cpu_model, now, write_section  # noqa: E402
 from dvl_helpers.training import History  # noqa: E402
 from dvl_helpers.widgets import (codebook_explorer, fsq_grid_explorer, gumbel_explorer,  # noqa: E402
                                  quantizer_playground)
 
 SECTION = "## Widgets — playground responsiveness"
-RESULTS = ROOT / "docs" / "results.md"
 BUDGET_MS = 300
 
 
@@ -108,31 +105,6 @@ def other_changes():
     ]
 
 
-def cpu_model() -> str:
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return platform.processor() or platform.machine()
-    found = re.search(r"^model name\s*:\s*(.+)$", text, re.MULTILINE)
-    return found.group(1).strip() if found else platform.machine()
-
-
-def python() -> str:
-    exe = Path(sys.executable)
-    return os.path.relpath(exe, ROOT) if exe.is_relative_to(ROOT) else "python"
-
-
-def replace_section(text: str, section: str) -> str:
-    """``text`` with the section under :data:`SECTION` replaced by ``section`` (appended if absent)."""
-    pattern = re.compile(rf"^{re.escape(SECTION)}[ \t]*\n.*?(?=^## |\Z)", re.MULTILINE | re.DOTALL)
-    section = section.rstrip("\n") + "\n\n"
-    if pattern.search(text):
-        return pattern.sub(lambda _: section, text, count=1).rstrip("\n") + "\n"
-    if not text.strip():
-        text = "# Results\n\nBenchmark and training-quality numbers of the course; each section says how it was made.\n"
-    return text.rstrip("\n") + "\n\n" + section.rstrip("\n") + "\n"
-
-
 def run(repeats: int) -> dict:
     load_before = os.getloadavg()[0]
     started = time.perf_counter()
@@ -145,8 +117,8 @@ def run(repeats: int) -> dict:
         "machine": (f"{os.cpu_count()} cores ({cpu_model()}), Python {platform.python_version()}, "
                     f"NumPy {np.__version__}, Matplotlib {matplotlib.__version__} (Agg)"),
         "load": (load_before, os.getloadavg()[0]),
-        "command": shlex.join([python(), os.path.relpath(sys.argv[0], ROOT), *sys.argv[1:]]),
-        "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "command": command(),
+        "date": now(),
     }
 
 
@@ -202,8 +174,7 @@ def main(argv=None) -> None:
     section = render(run(args.repeats))
     print(section)
     if not args.no_write:
-        old = args.results.read_text() if args.results.exists() else ""
-        args.results.write_text(replace_section(old, section))
+        write_section(args.results, SECTION, section)
         print(f"updated {os.path.relpath(args.results)}")
 
 

@@ -1,80 +1,26 @@
 """The 03_gumbel_dvae checks against catalogues of wrong and of different-but-right answers."""
-import importlib.util
 import math
-import pathlib
-import subprocess
-import sys
-import time
 
 import pytest
 import torch
 
+from catalogue.harness import Catalogue, chatter, quiet_and_rng_kept
 from grader.checks import gumbel
 
-CATALOGUE = pathlib.Path(__file__).parent / "catalogue"
-
-
-def _load(name):
-    spec = importlib.util.spec_from_file_location(f"_catalogue_{name}", CATALOGUE / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-WRONG = _load("gumbel_wrong").CASES
-RIGHT = _load("gumbel_right").CASES
-CHECKS = {name[len("check_"):]: getattr(gumbel, name) for name in gumbel.__all__}
+CAT = Catalogue(gumbel, "gumbel")
+RIGHT, CHECKS = CAT.right, CAT.checks
 NAMES = ["sample_gumbel", "gumbel_softmax", "temperature_schedule", "kl_to_uniform",
          "GumbelQuantizer"]
-
-
-def _id(case):
-    return f"{case[0]}-{case[1].__name__}"
 
 
 def _answer(catalogue, name):
     return next(c[1] for c in catalogue if c[1].__name__ == name)
 
 
-def test_catalogues_cover_every_check():
-    assert set(CHECKS) == set(NAMES)
-    assert {c[0] for c in WRONG} == set(CHECKS)
-    assert {c[0] for c in RIGHT} == set(CHECKS)
-    assert len(WRONG) >= 60 and len(RIGHT) >= 16
-    assert len({_id(c) for c in WRONG}) == len(WRONG)
-    assert len({_id(c) for c in RIGHT}) == len(RIGHT)
-
-
-@pytest.mark.parametrize("case", WRONG, ids=_id)
-def test_wrong_answer_fails(case):
-    name, answer, why = case
-    with pytest.raises(AssertionError) as info:
-        CHECKS[name](answer)
-    message = str(info.value)
-    assert message, f"empty message for: {why}"
-    assert "Traceback" not in message
-
-
-@pytest.mark.parametrize("case", RIGHT, ids=_id)
-def test_right_answer_passes(case):
-    name, answer, how = case
-    start = time.perf_counter()
-    CHECKS[name](answer)
-    assert time.perf_counter() - start < 3.0, f"check_{name} is slow on: {how}"
-
-
-@pytest.mark.parametrize("name", NAMES)
-def test_reference_passes_when_copied_but_fails_when_called(name):
-    """The library's own code passes the checks when it is the learner's own copy."""
-    import dvl_helpers.gumbel as ref
-
-    with pytest.raises(AssertionError, match="reference implementation"):
-        CHECKS[name](getattr(ref, name))
-    source = pathlib.Path(ref.__file__).read_text().replace(
-        "from .quantizers import", "from dvl_helpers.quantizers import")
-    namespace = {"__name__": "learner_notebook"}
-    exec(compile(source, "<learner cell>", "exec"), namespace)
-    CHECKS[name](namespace[name])
+test_catalogues_cover_every_check = CAT.coverage_test(min_wrong=60, min_right=16, names=NAMES)
+test_wrong_answer_fails = CAT.wrong_answers_test()
+test_right_answer_passes = CAT.right_answers_test(seconds=3.0)
+test_reference_passes_when_copied_but_fails_when_called = CAT.reference_test("dvl_helpers.gumbel", NAMES)
 
 
 # Statistical checks: a correct answer that draws its noise in another way sees other
@@ -132,7 +78,7 @@ def test_test_statistics_match_known_values():
     assert gumbel.ks_pvalue(quantiles + 0.5, torch.sigmoid) < 1e-20
 
 
-@pytest.mark.parametrize("message_case", [
+test_messages_say_what_is_wrong = CAT.messages_test([
     ("sample_gumbel", "gumbel_exponential", "Kolmogorov-Smirnov"),
     ("sample_gumbel", "gumbel_global", "the same seed gave two different samples"),
     ("sample_gumbel", "gumbel_reference", "reference implementation dvl_helpers.gumbel"),
@@ -170,36 +116,22 @@ def test_test_statistics_match_known_values():
     ("GumbelQuantizer", "GQSubclassReference", "reference implementation"),
     ("GumbelQuantizer", "GQDelegates", "reference implementation"),
 ])
-def test_messages_say_what_is_wrong(message_case):
-    name, answer_name, expected = message_case
-    answer = next(c[1] for c in WRONG if c[0] == name and c[1].__name__ == answer_name)
-    with pytest.raises(AssertionError) as info:
-        CHECKS[name](answer)
-    assert expected in str(info.value)
 
 
 def test_checks_are_silent_and_keep_the_global_rng(capfd):
     def noisy(step, tau_start, tau_end, anneal_steps, kind="exp"):
-        print("debugging output")
-        print("oops", file=sys.stderr)
-        import warnings
-        warnings.warn("a warning from the answer")
+        chatter()
         f = min(step / anneal_steps, 1.0)
         if kind == "exp":
             return tau_start * (tau_end / tau_start) ** f
         return tau_start + (tau_end - tau_start) * f
 
-    torch.manual_seed(123)
-    expected = torch.rand(3)
-    torch.manual_seed(123)
-    gumbel.check_temperature_schedule(noisy)
-    for name in ("sample_gumbel", "gumbel_softmax", "GumbelQuantizer"):
-        CHECKS[name](next(c[1] for c in RIGHT if c[0] == name))
-    with pytest.raises(AssertionError):
-        gumbel.check_GumbelQuantizer(next(c[1] for c in WRONG if c[0] == "GumbelQuantizer"))
-    assert torch.equal(torch.rand(3), expected)
-    out, err = capfd.readouterr()
-    assert out == "" and err == ""
+    with quiet_and_rng_kept(capfd):
+        gumbel.check_temperature_schedule(noisy)
+        for name in ("sample_gumbel", "gumbel_softmax", "GumbelQuantizer"):
+            CHECKS[name](CAT.right_answer(name))
+        with pytest.raises(AssertionError):
+            gumbel.check_GumbelQuantizer(CAT.wrong_answer("GumbelQuantizer"))
 
 
 def test_a_crashing_answer_becomes_an_assertion_naming_the_call():
@@ -211,25 +143,7 @@ def test_a_crashing_answer_becomes_an_assertion_naming_the_call():
         gumbel.check_gumbel_softmax(broken)
 
 
-def test_a_monkeypatched_torch_fails_every_check(monkeypatch):
-    monkeypatch.setattr(torch, "allclose", lambda *a, **k: True)
-    answer = next(c[1] for c in RIGHT if c[0] == "kl_to_uniform")
-    with pytest.raises(AssertionError, match="has replaced"):
-        gumbel.check_kl_to_uniform(answer)
-
-
-def test_every_check_is_fast():
-    answers = {name: answer for name, answer, _ in reversed(RIGHT)}
-    for name, check in CHECKS.items():
-        start = time.perf_counter()
-        check(answers[name])
-        assert time.perf_counter() - start < 1.5, f"check_{name} took too long"
-
-
-def test_importing_the_checks_imports_nothing_heavy():
-    code = ("import sys, grader.checks.gumbel; "
-            "heavy = ('dvl_helpers', 'matplotlib', 'nbgrader', 'scipy'); "
-            "bad = [m for m in sys.modules if m.split('.')[0] in heavy]; "
-            "print(bad)")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "[]"
+test_a_monkeypatched_torch_fails_every_check = CAT.patched_torch_test("kl_to_uniform")
+test_every_check_is_fast = CAT.fast_test(seconds=1.5)
+test_importing_the_checks_imports_nothing_heavy = CAT.light_import_test(
+    heavy=("dvl_helpers", "matplotlib", "nbgrader", "scipy"))

@@ -1,76 +1,19 @@
 """The 04_hierarchical_vq checks against catalogues of wrong and of different-but-right answers."""
-import importlib.util
-import pathlib
-import subprocess
-import sys
-import time
-
 import pytest
-import torch
 
+from catalogue.harness import Catalogue, chatter, quiet_and_rng_kept
 from grader.checks import hierarchical_vq
 
-CATALOGUE = pathlib.Path(__file__).parent / "catalogue"
-
-
-def _load(name):
-    spec = importlib.util.spec_from_file_location(f"_catalogue_{name}", CATALOGUE / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-WRONG = _load("hierarchical_vq_wrong").CASES
-RIGHT = _load("hierarchical_vq_right").CASES
-CHECKS = {name[len("check_"):]: getattr(hierarchical_vq, name) for name in hierarchical_vq.__all__}
+CAT = Catalogue(hierarchical_vq, "hierarchical_vq")
+CHECKS = CAT.checks
 NAMES = ["residual_quantize", "product_quantize", "ResidualVQ", "ProductVQ", "VQVAE2"]
 
-
-def _id(case):
-    return f"{case[0]}-{case[1].__name__}"
-
-
-def test_catalogues_cover_every_check():
-    assert set(CHECKS) == set(NAMES)
-    assert {c[0] for c in WRONG} == set(CHECKS)
-    assert {c[0] for c in RIGHT} == set(CHECKS)
-    assert len(WRONG) >= 40 and len(RIGHT) >= 14
-    assert len({_id(c) for c in WRONG}) == len(WRONG)
-    assert len({_id(c) for c in RIGHT}) == len(RIGHT)
-
-
-@pytest.mark.parametrize("case", WRONG, ids=_id)
-def test_wrong_answer_fails(case):
-    name, answer, why = case
-    with pytest.raises(AssertionError) as info:
-        CHECKS[name](answer)
-    message = str(info.value)
-    assert message, f"empty message for: {why}"
-    assert "Traceback" not in message
-
-
-@pytest.mark.parametrize("case", RIGHT, ids=_id)
-def test_right_answer_passes(case):
-    name, answer, how = case
-    start = time.perf_counter()
-    CHECKS[name](answer)
-    assert time.perf_counter() - start < 2.0, f"check_{name} is slow on: {how}"
-
-
-@pytest.mark.parametrize("name", NAMES)
-def test_reference_passes_when_copied_but_fails_when_called(name):
-    """The library's own code passes the checks when it is the learner's own copy."""
-    import dvl_helpers.hierarchical as ref
-
-    with pytest.raises(AssertionError, match="reference implementation"):
-        CHECKS[name](getattr(ref, name))
-    source = pathlib.Path(ref.__file__).read_text()
-    namespace = {"__name__": "learner_notebook"}
-    exec(compile(source, "<learner cell>", "exec"), namespace)
-    CHECKS[name](namespace[name])
-
-
-@pytest.mark.parametrize("message_case", [
+test_catalogues_cover_every_check = CAT.coverage_test(min_wrong=40, min_right=14, names=NAMES)
+test_wrong_answer_fails = CAT.wrong_answers_test()
+test_right_answer_passes = CAT.right_answers_test(seconds=2.0)
+test_reference_passes_when_copied_but_fails_when_called = CAT.reference_test(
+    "dvl_helpers.hierarchical", NAMES)
+test_messages_say_what_is_wrong = CAT.messages_test([
     ("residual_quantize", "rq_no_update", "must quantize the residual z - e_1"),
     ("residual_quantize", "rq_norms_before", "before each stage"),
     ("residual_quantize", "rq_norms_squared", "squared"),
@@ -98,33 +41,19 @@ def test_reference_passes_when_copied_but_fails_when_called(name):
     ("VQVAE2", "V2BottomLoss", "sum of the top and the bottom"),
     ("VQVAE2", "V2Detached", "bottom encoder"),
 ])
-def test_messages_say_what_is_wrong(message_case):
-    name, answer_name, expected = message_case
-    answer = next(c[1] for c in WRONG if c[0] == name and c[1].__name__ == answer_name)
-    with pytest.raises(AssertionError) as info:
-        CHECKS[name](answer)
-    assert expected in str(info.value)
 
 
 def test_checks_are_silent_and_keep_the_global_rng(capfd):
     def noisy(z, codebooks):
-        print("debugging output")
-        print("oops", file=sys.stderr)
-        import warnings
-        warnings.warn("a warning from the answer")
-        return next(c[1] for c in RIGHT if c[0] == "residual_quantize")(z, codebooks)
+        chatter()
+        return CAT.right_answer("residual_quantize")(z, codebooks)
 
-    torch.manual_seed(123)
-    expected = torch.rand(3)
-    torch.manual_seed(123)
-    hierarchical_vq.check_residual_quantize(noisy)
-    for name in ("ResidualVQ", "VQVAE2"):
-        CHECKS[name](next(c[1] for c in RIGHT if c[0] == name))
-    with pytest.raises(AssertionError):
-        hierarchical_vq.check_ProductVQ(next(c[1] for c in WRONG if c[0] == "ProductVQ"))
-    assert torch.equal(torch.rand(3), expected)
-    out, err = capfd.readouterr()
-    assert out == "" and err == ""
+    with quiet_and_rng_kept(capfd):
+        hierarchical_vq.check_residual_quantize(noisy)
+        for name in ("ResidualVQ", "VQVAE2"):
+            CHECKS[name](CAT.right_answer(name))
+        with pytest.raises(AssertionError):
+            hierarchical_vq.check_ProductVQ(CAT.wrong_answer("ProductVQ"))
 
 
 def test_a_crashing_answer_becomes_an_assertion_naming_the_call():
@@ -136,25 +65,6 @@ def test_a_crashing_answer_becomes_an_assertion_naming_the_call():
         hierarchical_vq.check_residual_quantize(broken)
 
 
-def test_a_monkeypatched_torch_fails_every_check(monkeypatch):
-    monkeypatch.setattr(torch, "allclose", lambda *a, **k: True)
-    answer = next(c[1] for c in RIGHT if c[0] == "product_quantize")
-    with pytest.raises(AssertionError, match="has replaced"):
-        hierarchical_vq.check_product_quantize(answer)
-
-
-def test_every_check_is_fast():
-    answers = {name: answer for name, answer, _ in reversed(RIGHT)}
-    for name, check in CHECKS.items():
-        start = time.perf_counter()
-        check(answers[name])
-        assert time.perf_counter() - start < 1.0, f"check_{name} took too long"
-
-
-def test_importing_the_checks_imports_nothing_heavy():
-    code = ("import sys, grader.checks.hierarchical_vq; "
-            "heavy = ('dvl_helpers', 'matplotlib', 'nbgrader'); "
-            "bad = [m for m in sys.modules if m.split('.')[0] in heavy]; "
-            "print(bad)")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "[]"
+test_a_monkeypatched_torch_fails_every_check = CAT.patched_torch_test("product_quantize")
+test_every_check_is_fast = CAT.fast_test(seconds=1.0)
+test_importing_the_checks_imports_nothing_heavy = CAT.light_import_test()

@@ -1,62 +1,20 @@
 """The 08_priors checks against catalogues of wrong and of different-but-right answers."""
-import importlib.util
 import math
-import pathlib
-import subprocess
-import sys
-import time
 
 import pytest
 import torch
 
+from catalogue.harness import Catalogue, chatter, quiet_and_rng_kept
 from grader.checks import priors
 
-CATALOGUE = pathlib.Path(__file__).parent / "catalogue"
-
-
-def _load(name):
-    spec = importlib.util.spec_from_file_location(f"_catalogue_{name}", CATALOGUE / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-WRONG = _load("priors_wrong").CASES
-RIGHT = _load("priors_right").CASES
-CHECKS = {name[len("check_"):]: getattr(priors, name) for name in priors.__all__}
+CAT = Catalogue(priors, "priors")
+RIGHT, CHECKS = CAT.right, CAT.checks
 NAMES = ["causal_mask", "top_k_filter", "sample_logits", "sample_autoregressive",
          "maskgit_schedule", "maskgit_decode_step", "maskgit_generate"]
 
-
-def _id(case):
-    return f"{case[0]}-{case[1].__name__}"
-
-
-def test_catalogues_cover_every_check():
-    assert set(CHECKS) == set(NAMES)
-    assert {c[0] for c in WRONG} == set(CHECKS)
-    assert {c[0] for c in RIGHT} == set(CHECKS)
-    assert len(WRONG) >= 50 and len(RIGHT) >= 20
-    assert len({_id(c) for c in WRONG}) == len(WRONG)
-    assert len({_id(c) for c in RIGHT}) == len(RIGHT)
-
-
-@pytest.mark.parametrize("case", WRONG, ids=_id)
-def test_wrong_answer_fails(case):
-    name, answer, why = case
-    with pytest.raises(AssertionError) as info:
-        CHECKS[name](answer)
-    message = str(info.value)
-    assert message, f"empty message for: {why}"
-    assert "Traceback" not in message
-
-
-@pytest.mark.parametrize("case", RIGHT, ids=_id)
-def test_right_answer_passes(case):
-    name, answer, how = case
-    start = time.perf_counter()
-    CHECKS[name](answer)
-    assert time.perf_counter() - start < 3.0, f"check_{name} is slow on: {how}"
+test_catalogues_cover_every_check = CAT.coverage_test(min_wrong=50, min_right=20, names=NAMES)
+test_wrong_answer_fails = CAT.wrong_answers_test()
+test_right_answer_passes = CAT.right_answers_test(seconds=3.0)
 
 
 # the statistical tests must not reject correct answers: run them on many other seeds
@@ -96,20 +54,9 @@ def test_maskgit_counts_are_far_from_rounding_edges():
             assert max(math.floor(x64), 0) == max(math.floor(x32), 0), (length, steps, kind, s)
 
 
-def test_reference_passes_when_copied_but_fails_when_called():
-    """The library's own code passes the checks when it is the learner's own copy."""
-    import dvl_helpers.priors as ref
-
-    source = pathlib.Path(ref.__file__).read_text()
-    namespace = {"__name__": "learner_notebook"}
-    exec(compile(source, "<learner cell>", "exec"), namespace)
-    for name in NAMES:
-        with pytest.raises(AssertionError, match="reference implementation"):
-            CHECKS[name](getattr(ref, name))
-        CHECKS[name](namespace[name])
-
-
-@pytest.mark.parametrize("message_case", [
+test_reference_passes_when_copied_but_fails_when_called = CAT.reference_test(
+    "dvl_helpers.priors", NAMES, parametrize=False)
+test_messages_say_what_is_wrong = CAT.messages_test([
     ("causal_mask", "mask_no_diagonal", "no diagonal"),
     ("causal_mask", "mask_transposed", "transposed"),
     ("top_k_filter", "topk_zero_fill", "must be -inf"),
@@ -133,33 +80,19 @@ def test_reference_passes_when_copied_but_fails_when_called():
     ("maskgit_generate", "gen_cos_pi", "masked positions per row"),
     ("maskgit_generate", "gen_no_mask_token", "masked positions per row"),
 ])
-def test_messages_say_what_is_wrong(message_case):
-    name, answer_name, expected = message_case
-    answer = next(c[1] for c in WRONG if c[0] == name and c[1].__name__ == answer_name)
-    with pytest.raises(AssertionError) as info:
-        CHECKS[name](answer)
-    assert expected in str(info.value)
 
 
 def test_checks_are_silent_and_keep_the_global_rng(capfd):
     def noisy(T):
-        print("debugging output")
-        print("oops", file=sys.stderr)
-        import warnings
-        warnings.warn("a warning from the answer")
+        chatter()
         return torch.ones(T, T, dtype=torch.bool).tril()
 
-    torch.manual_seed(123)
-    expected = torch.rand(3)
-    torch.manual_seed(123)
-    priors.check_causal_mask(noisy)
-    for name in ("sample_logits", "maskgit_generate"):
-        CHECKS[name](next(c[1] for c in RIGHT if c[0] == name))
-    with pytest.raises(AssertionError):
-        priors.check_sample_logits(next(c[1] for c in WRONG if c[0] == "sample_logits"))
-    assert torch.equal(torch.rand(3), expected)
-    out, err = capfd.readouterr()
-    assert out == "" and err == ""
+    with quiet_and_rng_kept(capfd):
+        priors.check_causal_mask(noisy)
+        for name in ("sample_logits", "maskgit_generate"):
+            CHECKS[name](CAT.right_answer(name))
+        with pytest.raises(AssertionError):
+            priors.check_sample_logits(CAT.wrong_answer("sample_logits"))
 
 
 def test_a_crashing_answer_becomes_an_assertion_naming_the_call():
@@ -171,17 +104,6 @@ def test_a_crashing_answer_becomes_an_assertion_naming_the_call():
         priors.check_top_k_filter(broken)
 
 
-def test_a_monkeypatched_torch_fails_every_check(monkeypatch):
-    monkeypatch.setattr(torch, "multinomial", lambda *a, **k: None)
-    answer = next(c[1] for c in RIGHT if c[0] == "causal_mask")
-    with pytest.raises(AssertionError, match="has replaced"):
-        priors.check_causal_mask(answer)
-
-
-def test_importing_the_checks_imports_nothing_heavy():
-    code = ("import sys, grader.checks.priors; "
-            "heavy = ('dvl_helpers', 'matplotlib', 'nbgrader'); "
-            "bad = [m for m in sys.modules if m.split('.')[0] in heavy]; "
-            "print(bad)")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "[]"
+test_a_monkeypatched_torch_fails_every_check = CAT.patched_torch_test(
+    "causal_mask", attribute="multinomial", returns=None)
+test_importing_the_checks_imports_nothing_heavy = CAT.light_import_test()
