@@ -18,19 +18,20 @@ Modules, one concept each:
 - ``fsq``        the Phase 6 codebook-free quantizers: FSQ and LFQ (``FSQ``, ``LFQ``)
 - ``models``     reference models assembled from the pieces above
 - ``vqgan``      the Phase 5 VQGAN: GAN losses, adaptive weight, perceptual distance, PatchGAN, training loop
+- ``tokenizers`` the Phase 7 tokenizers: patches, 1-D latent tokens (TiTok), a 2-D grid tokenizer, VQ on a frozen encoder
 - ``transformer`` plain transformer blocks and the Phase 8 code priors (GPT and MaskGIT)
 - ``priors``     the Phase 8 samplers: top-k, autoregressive, MaskGIT; prior training, bits per code
 - ``widgets``    the interactive explorers used in the notebooks
 """
 from . import (data, fsq, gumbel, hierarchical, metrics, models, nn, presets, priors, quantizers,
-               transformer, vae, viz, vqgan, widgets)
+               tokenizers, transformer, vae, viz, vqgan, widgets)
 from .presets import Preset, get_preset
 from .startup import seed_everything, setup
 from .training import History, train
 
 __all__ = [
     "Preset", "History", "data", "fsq", "get_preset", "gumbel", "hierarchical", "metrics", "models",
-    "nn", "presets", "priors", "quantizers", "seed_everything", "setup", "train", "transformer", "vae",
-    "viz", "vqgan", "widgets",
+    "nn", "presets", "priors", "quantizers", "seed_everything", "setup", "tokenizers", "train",
+    "transformer", "vae", "viz", "vqgan", "widgets",
 ]
 __version__ = "0.1.0"

@@ -17,6 +17,8 @@ One module per explorer; import them from here.
   temperature (phase 3).
 - :func:`fsq_grid_explorer`: FSQ's bound and round, one dimension at a time, and
   its implicit grid in 2-D and 3-D (phase 6).
+- :func:`token_explorer`: replace one token of an image's codes, decode, and see
+  what changed: 1-D latent tokens against a 2-D grid (phase 7).
 """
 
 from .codebook import CodebookExplorer, codebook_explorer, usage_summary
@@ -24,8 +26,9 @@ from .fsq import FSQGridExplorer, fsq_grid_explorer
 from .gumbel import GumbelExplorer, gumbel_explorer
 from .interpolation import LatentInterpolation, latent_interpolation, slerp
 from .playground import QuantizerPlayground, quantizer_playground
+from .tokens import TokenExplorer, token_explorer
 
 __all__ = ["CodebookExplorer", "codebook_explorer", "usage_summary",
            "LatentInterpolation", "latent_interpolation", "slerp",
            "QuantizerPlayground", "quantizer_playground", "GumbelExplorer", "gumbel_explorer",
-           "FSQGridExplorer", "fsq_grid_explorer"]
+           "FSQGridExplorer", "fsq_grid_explorer", "TokenExplorer", "token_explorer"]

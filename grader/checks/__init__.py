@@ -30,6 +30,11 @@ Modules:
 - ``fsq_lfq``  phase ``06_fsq_lfq``: FSQ bound, straight-through rounding, codes and
   their mixed-radix indices, LFQ signs and bit indices, the LFQ entropy loss, the
   FSQ and LFQ layers.
+- ``modern_tokenizers`` phase ``07_modern_tokenizers``: patchify and its exact inverse
+  (layout, non-square images, memory layouts), the TiTok latent-token encoder and
+  mask-token decoder (against the model's own modules, with the usual mistakes named),
+  VQ on a frozen encoder (eval mode after ``.train()``, no gradient, no codebook update
+  when encoding, the round trip).
 - ``priors``   phase ``08_priors``: causal mask, top-k filter, sampling (chi-square tests
   with fixed generators), autoregressive sampling, MaskGIT schedule, decode step and
   generation.
