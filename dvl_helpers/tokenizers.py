@@ -695,14 +695,14 @@ def evaluate_tokenizer(model, images: torch.Tensor, batch_size: int = 256) -> di
         ``"perplexity"`` (of the code frequencies), ``"counts"`` (``[K]``),
         ``"indices"`` ``[N, ...]`` and ``"reconstructions"`` ``[N, C, H, W]`` (CPU).
     """
-    from . import metrics
+    from .metrics import psnr, ssim
     from .quantizers import perplexity
 
     indices = torch.cat([encode_indices(model, chunk).cpu() for chunk in images.split(batch_size)])
     recon = torch.cat([decode_indices(model, chunk) for chunk in indices.split(batch_size)])
     images = images.float().cpu()
     counts = torch.bincount(indices.reshape(-1), minlength=_num_codes(model)).float()
-    return {"psnr": metrics.psnr(recon, images).item(), "ssim": metrics.ssim(recon, images).item(),
+    return {"psnr": psnr(recon, images).item(), "ssim": ssim(recon, images).item(),
             "tokens": int(indices[0].numel()), "used": int((counts > 0).sum()),
             "perplexity": float(perplexity(counts)), "counts": counts, "indices": indices,
             "reconstructions": recon}
