@@ -140,10 +140,41 @@ def write_nbgrader_config(out: Path) -> None:
 
 
 def work_dir(out: Path) -> Path:
-    """The working copies of a run into ``out``: in the system's temporary directory, outside
-    ``out`` (a kernel must not learn where the gradebook is), one per output directory."""
-    name = hashlib.sha256(str(out).encode()).hexdigest()[:16]
-    return Path(tempfile.gettempdir()) / f"dvl-grade-{name}"
+    """A fresh directory for the working copies of a run into ``out``: in the system's
+    temporary directory, outside ``out`` (a kernel must not learn where the gradebook is).
+
+    Its name carries this process's id, so a run never meets the leftovers of an earlier
+    run that was killed (``kill -9``: no cleanup, and its dying children may still be
+    writing); :func:`sweep_dead_runs` removes those.
+    """
+    sweep_dead_runs(out)
+    work = Path(tempfile.gettempdir()) / f"{work_prefix(out)}{os.getpid()}"
+    shutil.rmtree(work, ignore_errors=True)  # an earlier run of this same process
+    return work
+
+
+def sweep_dead_runs(out: Path) -> None:
+    """Remove the working directories of runs into ``out`` whose process is gone."""
+    prefix = work_prefix(out)
+    for old in Path(tempfile.gettempdir()).glob(prefix + "*"):
+        pid = old.name[len(prefix):]
+        if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+            shutil.rmtree(old, ignore_errors=True)
+
+
+def work_prefix(out: Path) -> str:
+    """How the names of the working directories of runs into ``out`` begin."""
+    return f"dvl-grade-{hashlib.sha256(str(out).encode()).hexdigest()[:16]}-"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 def _template(out: Path, work: Path) -> Path:
@@ -203,7 +234,6 @@ def grade_submissions(submitted: str | Path, root: str | Path, out: str | Path =
     if not resume:
         shutil.rmtree(out / "results", ignore_errors=True)
     work = work_dir(out)
-    shutil.rmtree(work, ignore_errors=True)
     db_url = prepare_course(root, out, ids).CourseDirectory.db_url if ids else None
     if ids:
         os.chmod(out / "gradebook.db", 0o600)
@@ -277,6 +307,7 @@ def grade_submissions(submitted: str | Path, root: str | Path, out: str | Path =
     run_jobs(jobs, parallel=parallel, on_result=finished, kernel_uid=kernel_uid)
     if not any(r.grader_failed for r in results):  # else kept, for the instructor to look at
         shutil.rmtree(work, ignore_errors=True)
+    sweep_dead_runs(out)  # again: a killed run's last children may have been writing at the start
     results.sort(key=lambda r: (r.assignment, r.student))
     write_nbgrader_config(out)
     csv_path = out / "grades.csv"

@@ -12,12 +12,14 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import pytest
 
 from grader.cli import main
+from grader.grade import work_dir, work_prefix
 from grader.notebooks import read_notebook
 from grader.release import release
 from grader.synthetic import build_class, write_class
@@ -64,6 +66,26 @@ def _gradebook(out: Path) -> dict[str, dict]:
         return {s.student_id: {g.name: (g.auto_score, g.manual_score)
                                for nb in s.notebooks for g in nb.grades}
                 for s in gb.find_assignment(TOY).submissions}
+
+
+def test_a_run_never_meets_the_working_copies_of_a_killed_run(tmp_path):
+    out = tmp_path / "out"
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    stale = Path(tempfile.gettempdir()) / f"{work_prefix(out)}{dead.pid}"
+    live = Path(tempfile.gettempdir()) / f"{work_prefix(out)}{os.getppid()}"
+    for folder in (stale, live):
+        (folder / "0000-ana-99_toy").mkdir(parents=True)
+        (folder / "0000-ana-99_toy" / "kernel.log").write_text("still being written")
+    try:
+        work = work_dir(out)
+        assert work not in (stale, live) and not work.exists()
+        assert not stale.exists(), "a dead run's copies are removed"
+        assert live.exists(), "a run still going keeps its copies"
+        assert work_dir(tmp_path / "other") != work, "one directory per output directory"
+    finally:
+        shutil.rmtree(stale, ignore_errors=True)
+        shutil.rmtree(live, ignore_errors=True)
 
 
 @pytest.mark.slow
