@@ -66,7 +66,7 @@ def run(args) -> dict:
     out["codes_used"] = int(train_codes.unique().numel())
 
     loader = dvl.data.loader(torch.utils.data.TensorDataset(train_codes), 64)
-    width = dict(dim=args.dim, depth=args.depth, heads=4)
+    width = dict(dim=args.dim, depth=args.depth, heads=4, dropout=args.dropout)
     torch.manual_seed(0)
     ar = CodePrior(k, length, **width)
     _, out["ar_s"] = _timed(lambda: dvl.train(ar, loader, priors.ar_step, steps=args.prior_steps, lr=1e-3,
@@ -116,8 +116,8 @@ Two priors over the codes of the reference VQ-VAE (EMA codebook, dead-code resta
 D = {cfg.code_dim}, hidden {cfg.hidden}) trained for {args.tok_steps} steps on {cfg.dataset_gray}
 28x28 ({r['train_n']} train / {r['test_n']} test images): {r['length']} codes per image (7x7),
 {r['codes_used']} of {cfg.num_codes} codes used by the training set, reconstruction MSE {r['tok_rec']:.4f}.
-Both priors are `dvl_helpers.transformer` models of width {args.dim}, depth {args.depth}, 4 heads
-({r['params'] / 1e6:.2f} M parameters), trained {args.prior_steps} steps × 64 sequences with Adam (lr 1e-3):
+Both priors are `dvl_helpers.transformer` models of width {args.dim}, depth {args.depth}, 4 heads,
+dropout {args.dropout} ({r['params'] / 1e6:.2f} M parameters), trained {args.prior_steps} steps × 64 sequences with Adam (lr 1e-3):
 `CodePrior` with the next-code cross-entropy, `MaskedCodePrior` with MaskGIT's masked cross-entropy
 (cosine schedule).
 
@@ -156,10 +156,11 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--preset", default="cpu")
     parser.add_argument("--tok-steps", type=int, default=1500)
-    parser.add_argument("--prior-steps", type=int, default=3000)
+    parser.add_argument("--prior-steps", type=int, default=2000)
     parser.add_argument("--clf-steps", type=int, default=600)
-    parser.add_argument("--dim", type=int, default=128)
-    parser.add_argument("--depth", type=int, default=4)
+    parser.add_argument("--dim", type=int, default=64)
+    parser.add_argument("--depth", type=int, default=2)
+    parser.add_argument("--dropout", type=float, default=0.1)
     parser.add_argument("--samples", type=int, default=500)
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args(argv)

@@ -49,7 +49,7 @@ from .quantizers import perplexity
 __all__ = [
     "fsq_bound", "round_ste", "fsq_quantize", "fsq_codes_to_indices", "fsq_indices_to_codes",
     "fsq_basis", "lfq_quantize", "lfq_codes_to_indices", "lfq_indices_to_codes",
-    "lfq_entropy_loss", "FSQ", "LFQ",
+    "lfq_entropy_loss", "FSQ", "LFQ", "Standardized",
 ]
 
 #: The paper's levels for codebooks of about ``2^bits`` codes (Mentzer et al. 2023, Table 1).
@@ -562,3 +562,42 @@ class LFQ(nn.Module):
         if self.dim != self.bits:
             codes = codes.to(self.project_out.weight.dtype)
         return self.project_out(codes).movedim(-1, 1)
+
+
+class Standardized(nn.Module):
+    """A codebook-free quantizer behind a per-channel standardisation of its input.
+
+    ``quantizer(BatchNorm(z_e))`` with a batch norm without scale and shift: each
+    channel enters the quantizer with zero mean and unit variance (batch statistics in
+    training, running averages in eval mode). FSQ's bound ``tanh(z) * h`` reaches its
+    outer levels only for ``|z|`` of order 1; a fresh encoder outputs much smaller
+    values, so without this the grid's middle levels take nearly every vector and the
+    encoder must first learn the scale. Standardised, every level of every channel is
+    visited from the first steps.
+
+    Args:
+        quantizer: ``forward(z_e) -> (z_q, loss, info)`` on channel-first latents
+            (:class:`FSQ`, :class:`LFQ`, or a learner's own).
+        channels: channels of ``z_e`` (``len(levels)`` for FSQ without projection).
+
+    Shapes:
+        ``forward(z_e)``: ``[B, channels, ...]`` -> what ``quantizer`` returns for the
+        standardised ``z_e``. ``lookup(indices)`` and ``num_codes`` are the quantizer's.
+    """
+
+    def __init__(self, quantizer: nn.Module, channels: int):
+        super().__init__()
+        self.quantizer = quantizer
+        self.norm = nn.BatchNorm1d(channels, affine=False)
+        self.num_codes = quantizer.num_codes
+
+    def forward(self, z_e):
+        if z_e.dim() < 2 or z_e.shape[1] != self.norm.num_features:
+            raise ValueError(f"z_e must be channel-first [B, {self.norm.num_features}, ...], "
+                             f"got {_describe(z_e)}")
+        z = self.norm(z_e.flatten(2) if z_e.dim() > 2 else z_e).view_as(z_e)
+        return self.quantizer(z)
+
+    def lookup(self, indices):
+        """The quantizer's ``lookup``: codes do not depend on the standardisation."""
+        return self.quantizer.lookup(indices)

@@ -290,3 +290,52 @@ def test_fsq_module_indices_stay_exact_beyond_float32_integers():
     z = torch.atanh((codes * 4 + 0.5) / (3.5 * 1.001)) - torch.atanh(torch.tensor(0.5 / 3.5035))
     _, _, info = fsq(z.T.unsqueeze(0))
     assert info["indices"].tolist() == [[0, 2 ** 27 - 1, 2 ** 24 + 1, 123456789]]
+
+
+def test_standardized_fsq_visits_every_level_of_small_latents():
+    # a fresh encoder's outputs are of order 0.01: plain FSQ sends them to one level per channel
+    torch.manual_seed(0)
+    levels = [8, 5, 5, 5]
+    z_e = 0.01 * torch.randn(16, 4, 8, 8) + 0.1
+    plain = R.FSQ(levels)(z_e)[2]["codes"]
+    std = R.Standardized(R.FSQ(levels), 4)
+    codes = std(z_e)[2]["codes"]
+    for i, n in enumerate(levels):
+        assert plain[..., i].unique().numel() == 1
+        assert codes[..., i].unique().numel() == n, f"channel {i}: every one of its {n} levels"
+    assert std.num_codes == 1000
+
+
+def test_standardized_normalises_each_channel_and_passes_gradients():
+    std = R.Standardized(R.FSQ([5, 5, 5]), 3)
+    z_e = (torch.randn(8, 3, 4, 4) * torch.tensor([0.1, 1.0, 50.0]).view(1, 3, 1, 1)
+           + torch.tensor([3.0, -2.0, 0.5]).view(1, 3, 1, 1)).requires_grad_()
+    seen = {}
+    std.quantizer.register_forward_hook(lambda m, args, out: seen.update(z=args[0]))
+    z_q, loss, info = std(z_e)
+    assert z_q.shape == z_e.shape and info["indices"].shape == (8, 4, 4)
+    z = seen["z"].detach()
+    torch.testing.assert_close(z.mean(dim=(0, 2, 3)), torch.zeros(3), atol=1e-5, rtol=0)
+    torch.testing.assert_close(z.var(dim=(0, 2, 3), unbiased=False), torch.ones(3), atol=5e-3, rtol=0)  # BatchNorm eps 1e-5
+    z_q.sum().backward()
+    assert z_e.grad is not None and z_e.grad.abs().sum() > 0
+    assert list(std.parameters()) == [], "no scale and shift: nothing to learn"
+
+
+def test_standardized_eval_uses_running_statistics_and_keeps_lookup():
+    std = R.Standardized(R.FSQ([8, 5, 5, 5]), 4)
+    for _ in range(50):
+        std(torch.randn(32, 4, 4, 4) * 3 + 1)
+    std.eval()
+    z_e = torch.randn(6, 4, 4, 4) * 3 + 1
+    alone = torch.cat([std(z_e[i:i + 1])[0] for i in range(6)])
+    torch.testing.assert_close(std(z_e)[0], alone)  # one image's codes do not depend on the batch
+    indices = std(z_e)[2]["indices"]
+    torch.testing.assert_close(std.lookup(indices), std(z_e)[0])
+    flat = R.Standardized(R.LFQ(6), 6).eval()
+    assert flat(torch.randn(10, 6))[0].shape == (10, 6), "[N, D] vectors too"
+
+
+def test_standardized_rejects_the_wrong_channels():
+    with pytest.raises(ValueError, match=r"\[B, 4, \.\.\.\].*\(2, 3, 8, 8\)"):
+        R.Standardized(R.FSQ([8, 5, 5, 5]), 4)(torch.randn(2, 3, 8, 8))
