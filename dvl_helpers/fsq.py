@@ -567,9 +567,9 @@ class LFQ(nn.Module):
 class Standardized(nn.Module):
     """A codebook-free quantizer behind a per-channel standardisation of its input.
 
-    ``quantizer(BatchNorm(z_e))`` with a batch norm without scale and shift: each
-    channel enters the quantizer with zero mean and unit variance (batch statistics in
-    training, running averages in eval mode). FSQ's bound ``tanh(z) * h`` reaches its
+    ``quantizer(scale * BatchNorm(z_e))`` with a batch norm without learned scale and
+    shift: each channel enters the quantizer with zero mean and standard deviation
+    ``scale`` (batch statistics in training, running averages in eval mode). FSQ's bound ``tanh(z) * h`` reaches its
     outer levels only for ``|z|`` of order 1; a fresh encoder outputs much smaller
     values, so without this the grid's middle levels take nearly every vector and the
     encoder must first learn the scale. Standardised, every level of every channel is
@@ -579,24 +579,33 @@ class Standardized(nn.Module):
         quantizer: ``forward(z_e) -> (z_q, loss, info)`` on channel-first latents
             (:class:`FSQ`, :class:`LFQ`, or a learner's own).
         channels: channels of ``z_e`` (``len(levels)`` for FSQ without projection).
+        scale: the standard deviation each channel gets. With ``L = 8`` levels the outer
+            ones need ``|z| > 1.28``: a larger scale visits them more often, at some cost in
+            reconstruction (``06_fsq_lfq`` uses 1.5; ``docs/results.md`` has the numbers).
 
     Shapes:
         ``forward(z_e)``: ``[B, channels, ...]`` -> what ``quantizer`` returns for the
         standardised ``z_e``. ``lookup(indices)`` and ``num_codes`` are the quantizer's.
     """
 
-    def __init__(self, quantizer: nn.Module, channels: int):
+    def __init__(self, quantizer: nn.Module, channels: int, scale: float = 1.0):
         super().__init__()
+        if not scale > 0:
+            raise ValueError(f"scale must be > 0, got {scale!r}")
         self.quantizer = quantizer
         self.norm = nn.BatchNorm1d(channels, affine=False)
+        self.scale = float(scale)
         self.num_codes = quantizer.num_codes
+
+    def extra_repr(self):
+        return f"scale={self.scale}"
 
     def forward(self, z_e):
         if z_e.dim() < 2 or z_e.shape[1] != self.norm.num_features:
             raise ValueError(f"z_e must be channel-first [B, {self.norm.num_features}, ...], "
                              f"got {_describe(z_e)}")
         z = self.norm(z_e.flatten(2) if z_e.dim() > 2 else z_e).view_as(z_e)
-        return self.quantizer(z)
+        return self.quantizer(self.scale * z)
 
     def lookup(self, indices):
         """The quantizer's ``lookup``: codes do not depend on the standardisation."""

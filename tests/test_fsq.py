@@ -336,6 +336,18 @@ def test_standardized_eval_uses_running_statistics_and_keeps_lookup():
     assert flat(torch.randn(10, 6))[0].shape == (10, 6), "[N, D] vectors too"
 
 
-def test_standardized_rejects_the_wrong_channels():
+def test_standardized_scale_sets_the_standard_deviation():
+    std = R.Standardized(R.FSQ([5, 5, 5]), 3, scale=1.5)
+    seen = {}
+    std.quantizer.register_forward_hook(lambda m, args, out: seen.update(z=args[0]))
+    std(torch.randn(64, 3, 4, 4) * 0.2 + 4.0)
+    torch.testing.assert_close(seen["z"].std(dim=(0, 2, 3), unbiased=False), torch.full((3,), 1.5),
+                               atol=5e-3, rtol=0)
+    assert "scale=1.5" in repr(std)
+
+
+def test_standardized_rejects_the_wrong_channels_and_scale():
     with pytest.raises(ValueError, match=r"\[B, 4, \.\.\.\].*\(2, 3, 8, 8\)"):
         R.Standardized(R.FSQ([8, 5, 5, 5]), 4)(torch.randn(2, 3, 8, 8))
+    with pytest.raises(ValueError, match="scale must be > 0, got 0"):
+        R.Standardized(R.FSQ([8, 5, 5, 5]), 4, scale=0)
