@@ -168,7 +168,7 @@ def maskgit_num_masked(length: int, step: int, steps: int, kind: str = "cosine",
 
 def maskgit_decode_step(logits: torch.Tensor, tokens: torch.Tensor, masked: torch.Tensor,
                         num_to_mask: int, temperature: float = 1.0,
-                        generator: torch.Generator | None = None):
+                        generator: torch.Generator | None = None, choice_noise: float = 0.0):
     """One MaskGIT step: sample every masked position, re-mask the least confident.
 
     Args:
@@ -178,6 +178,10 @@ def maskgit_decode_step(logits: torch.Tensor, tokens: torch.Tensor, masked: torc
         num_to_mask: how many positions of each row stay masked after this step.
         temperature: sampling temperature.
         generator: random generator of the draws.
+        choice_noise: scale of the Gumbel noise added to the log-confidences before
+            choosing what to re-mask (MaskGIT's randomised selection; 0: none, the
+            notebook's contract). Without it the most confident codes, the plain
+            background, are always kept first.
 
     Returns:
         ``(tokens, masked)``: each masked position gets a code drawn from
@@ -206,6 +210,11 @@ def maskgit_decode_step(logits: torch.Tensor, tokens: torch.Tensor, masked: torc
         sampled = torch.multinomial(probs, 1, generator=generator)
     confidence = probs.gather(1, sampled).view(b, length)
     sampled = sampled.view(b, length)
+    if choice_noise:
+        u = torch.rand(b, length, generator=generator,
+                       device=generator.device if generator is not None else probs.device).to(probs.device)
+        gumbel = -torch.log(-torch.log(u.clamp(1e-20, 1.0 - 1e-7)))
+        confidence = confidence.clamp_min(1e-30).log() + choice_noise * gumbel
     confidence = confidence.masked_fill(~masked, float("inf"))   # decoded: never re-masked
     remask = torch.zeros_like(masked)
     if num_to_mask:
@@ -217,13 +226,15 @@ def maskgit_decode_step(logits: torch.Tensor, tokens: torch.Tensor, masked: torc
 
 @torch.no_grad()
 def maskgit_generate(model, batch_size: int, length: int, steps: int, kind: str = "cosine",
-                     temperature: float = 1.0, generator: torch.Generator | None = None
-                     ) -> torch.Tensor:
+                     temperature: float = 1.0, generator: torch.Generator | None = None,
+                     choice_temperature: float = 0.0) -> torch.Tensor:
     """Codes ``[batch_size, length]`` decoded by MaskGIT in ``steps`` parallel steps.
 
     Starts from all positions holding ``model.mask_id``; after step ``s`` the
     number still masked is :func:`maskgit_num_masked` ``(length, s, steps, kind,
-    previous)``, which is 0 after the last step.
+    previous)``, which is 0 after the last step. ``choice_temperature`` (MaskGIT
+    uses 4.5) scales the Gumbel noise on the confidences, annealed as
+    ``choice_temperature * (1 - s / steps)``; 0 keeps the most confident codes.
     """
     if steps < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")
@@ -235,7 +246,8 @@ def maskgit_generate(model, batch_size: int, length: int, steps: int, kind: str 
         if n == 0:
             break
         n = maskgit_num_masked(length, step, steps, kind, previous=n)
-        tokens, masked = maskgit_decode_step(model(tokens), tokens, masked, n, temperature, generator)
+        noise = choice_temperature * (1 - step / steps)
+        tokens, masked = maskgit_decode_step(model(tokens), tokens, masked, n, temperature, generator, noise)
         tokens = tokens.masked_fill(masked, model.mask_id)
     return tokens
 

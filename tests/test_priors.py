@@ -100,6 +100,33 @@ def test_maskgit_decode_step_remasks_the_least_confident():
         priors.maskgit_decode_step(logits, tokens, masked, 4)
 
 
+def test_choice_noise_randomises_which_codes_are_kept_first():
+    # position 0 is always the most confident: without noise it is kept in every row
+    logits = torch.zeros(2000, 4, 3)
+    logits[:, 0, 0] = 20.0
+    tokens = torch.full((2000, 4), 3)
+    masked = torch.ones(2000, 4, dtype=torch.bool)
+    _, plain = priors.maskgit_decode_step(logits, tokens, masked, 3, generator=torch.Generator().manual_seed(0))
+    assert (~plain[:, 0]).all()
+    new, noisy = priors.maskgit_decode_step(logits, tokens, masked, 3, generator=torch.Generator().manual_seed(0),
+                                            choice_noise=4.5)
+    kept = (~noisy).float().mean(0)                                 # share of rows keeping each position
+    assert noisy.sum(1).eq(3).all() and kept[0] < 0.5 and (kept > 0.15).all()
+    assert torch.equal(new[noisy], tokens[noisy]), "re-masked positions keep their old entries"
+
+
+def test_maskgit_generate_with_choice_temperature_is_complete_and_reproducible():
+    torch.manual_seed(0)
+    model = MaskedCodePrior(8, 6, dim=16, depth=1, heads=2)
+    run = [priors.maskgit_generate(model, 4, 6, steps=3, generator=torch.Generator().manual_seed(1),
+                                   choice_temperature=4.5) for _ in range(2)]
+    assert torch.equal(run[0], run[1]) and int(run[0].max()) < 8 and int(run[0].min()) >= 0
+    same = priors.maskgit_generate(model, 4, 6, steps=3, generator=torch.Generator().manual_seed(1))
+    again = priors.maskgit_generate(model, 4, 6, steps=3, generator=torch.Generator().manual_seed(1),
+                                    choice_temperature=0.0)
+    assert torch.equal(same, again), "choice_temperature 0 is the plain sampler"
+
+
 def test_maskgit_generate_leaves_no_mask_and_reference_step_functions_train():
     torch.manual_seed(0)
     model = MaskedCodePrior(8, 6, dim=16, depth=1, heads=2)
